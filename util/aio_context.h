@@ -1,0 +1,170 @@
+// AioContext: the event loop that the main thread and every IOThread run.
+//
+// It multiplexes fd handlers (epoll), bottom halves (callbacks scheduled from
+// any thread to run in this loop) and timers. epoll rather than io_uring
+// polling: it works under every kernel and seccomp profile we support, and
+// the block layer's io_uring completions reach the loop through an eventfd
+// registered here, so nothing is lost by keeping the loop itself simple.
+//
+// Threading: each context has one home thread that calls Poll(). Handlers,
+// bottom halves and timers may be added or removed from any thread; their
+// callbacks always run in the home thread. A handler removed from another
+// thread may still be running when the removal returns; code that must know
+// it has stopped removes it from the home thread (in a bottom half).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <typeindex>
+#include <unordered_map>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "util/event_notifier.h"
+#include "util/mutex.h"
+
+namespace kvmini::util {
+
+class AioContext;
+
+// A reusable bottom half. Schedule() from any thread makes the owning
+// context run the callback once, soon; scheduling an already scheduled BH
+// does nothing. Destroying it cancels it; destroy it in the home thread (or
+// while the context is not polling) so it cannot be running at that moment.
+class BottomHalf {
+ public:
+  ~BottomHalf();
+  BottomHalf(const BottomHalf&) = delete;
+  BottomHalf& operator=(const BottomHalf&) = delete;
+
+  void Schedule();
+  // Unschedules it if it has not started running yet.
+  void Cancel();
+
+  struct State;
+
+ private:
+  friend class AioContext;
+  BottomHalf(AioContext* context, std::shared_ptr<State> state)
+      : context_(context), state_(std::move(state)) {}
+  AioContext* context_;
+  std::shared_ptr<State> state_;
+};
+
+class AioContext {
+ public:
+  using Callback = absl::AnyInvocable<void()>;
+  using OneshotCallback = absl::AnyInvocable<void() &&>;
+  using TimerId = uint64_t;
+
+  // Per-context services owned by other modules (e.g. block/'s io_uring):
+  // created on first use, destroyed with the context before its handlers.
+  class Extension {
+   public:
+    virtual ~Extension() = default;
+  };
+
+  static absl::StatusOr<std::unique_ptr<AioContext>> Create(std::string name);
+  // Creates the process's main context and makes it current in the calling
+  // thread, which becomes the main loop thread. Only one may exist at a time.
+  static absl::StatusOr<std::unique_ptr<AioContext>> CreateMain();
+  ~AioContext();
+  AioContext(const AioContext&) = delete;
+  AioContext& operator=(const AioContext&) = delete;
+
+  // The main context, or null if none exists.
+  static AioContext* Main();
+  // The context whose loop the calling thread runs, or null.
+  static AioContext* Current();
+  static void SetCurrent(AioContext* context);
+  bool InHomeThread() const { return Current() == this; }
+  static bool InMainThread() { return Main() != nullptr && Main()->InHomeThread(); }
+
+  const std::string& name() const { return name_; }
+
+  // Sets (replacing any previous) the callbacks for `fd` becoming readable /
+  // writable. Passing two empty callbacks removes the handler. Safe from
+  // inside any callback, including the handler's own.
+  absl::Status SetFdHandler(int fd, Callback on_readable, Callback on_writable = nullptr);
+  void RemoveFdHandler(int fd);
+
+  // Runs `callback` once in this context's loop. Safe from any thread.
+  void ScheduleOneshot(OneshotCallback callback);
+  std::unique_ptr<BottomHalf> NewBottomHalf(Callback callback);
+
+  // Runs `callback` once at or after `deadline` (absl::Now() clock).
+  TimerId AddTimer(absl::Time deadline, OneshotCallback callback);
+  // Returns whether the timer was still pending.
+  bool CancelTimer(TimerId id);
+
+  // Runs pending bottom halves, ready fd handlers and expired timers. With
+  // `blocking`, waits for something to do first. Returns whether any
+  // callback ran (waking up through Notify() alone is not progress).
+  bool Poll(bool blocking);
+  // Wakes a blocked Poll() (or makes the next one return at once).
+  void Notify() { notifier_.Set(); }
+
+  // The extension of type T, created with `make` on first use.
+  template <typename T, typename Make>
+  T& GetOrCreateExtension(Make make) {
+    MutexLock lock(&extensions_mutex_);
+    auto& slot = extensions_[std::type_index(typeid(T))];
+    if (!slot) slot = make();
+    return static_cast<T&>(*slot);
+  }
+
+ private:
+  friend class BottomHalf;
+  struct FdHandler;
+  struct Timer {
+    TimerId id;
+    OneshotCallback callback;
+  };
+  struct QueuedBottomHalf {
+    OneshotCallback oneshot;                     // either this,
+    std::shared_ptr<BottomHalf::State> reusable;  // or this.
+  };
+
+  AioContext(std::string name, EventNotifier notifier, int epoll_fd);
+  void Enqueue(QueuedBottomHalf entry);
+  bool RunBottomHalves();
+  bool HasPendingBottomHalves();
+  bool RunExpiredTimers();
+  // Nanoseconds until the next timer (0 if one is due), or -1 if none.
+  int64_t NanosecondsUntilNextTimer();
+  bool DispatchFdEvent(uint64_t key, uint32_t events);
+
+  const std::string name_;
+  const EventNotifier notifier_;
+  const int epoll_fd_;
+  // Set while the home thread may be blocked in epoll: schedulers then write
+  // the notifier. Checked after queueing, so no wake-up is lost.
+  std::atomic<bool> poller_may_block_{false};
+
+  Mutex bottom_halves_mutex_;
+  std::deque<QueuedBottomHalf> bottom_halves_ ABSL_GUARDED_BY(bottom_halves_mutex_);
+
+  Mutex handlers_mutex_;
+  uint64_t next_handler_key_ ABSL_GUARDED_BY(handlers_mutex_) = 1;
+  std::unordered_map<int, uint64_t> key_by_fd_ ABSL_GUARDED_BY(handlers_mutex_);
+  std::unordered_map<uint64_t, std::shared_ptr<FdHandler>> handlers_
+      ABSL_GUARDED_BY(handlers_mutex_);
+
+  Mutex timers_mutex_;
+  TimerId next_timer_id_ ABSL_GUARDED_BY(timers_mutex_) = 1;
+  std::multimap<absl::Time, Timer> timers_ ABSL_GUARDED_BY(timers_mutex_);
+  std::unordered_map<TimerId, std::multimap<absl::Time, Timer>::iterator> timer_by_id_
+      ABSL_GUARDED_BY(timers_mutex_);
+
+  Mutex extensions_mutex_;
+  std::unordered_map<std::type_index, std::unique_ptr<Extension>> extensions_
+      ABSL_GUARDED_BY(extensions_mutex_);
+};
+
+}  // namespace kvmini::util
