@@ -1,5 +1,5 @@
 """run-with-kvm on a host with hardware virtualization: the command runs
-here, unchanged environment, under the same timeout and clean-up rules as
+here, with this environment (plus --env settings), under the same timeout and clean-up rules as
 in the outer machine."""
 
 import subprocess
@@ -7,8 +7,8 @@ import subprocess
 from rig_process import TimeoutExpired, start_child, stop_child
 
 
-def run(command, deadline):
-    child = start_child(command, stdin=subprocess.DEVNULL)
+def run(command, environment, deadline):
+    child = start_child(command, stdin=subprocess.DEVNULL, env=environment)
     try:
         status = child.wait(timeout=max(deadline.remaining(), 0.01))
         # Killed by a signal: report it the way a shell does.

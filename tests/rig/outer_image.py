@@ -11,6 +11,7 @@ place, so concurrent runs never see half an entry.
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -31,6 +32,7 @@ ROOT_MODULES = ["virtio_pci", "9pnet_virtio", "9p", "kvm_amd"]
 KERNEL_METAPACKAGE = "linux-image-amd64"
 BUSYBOX_PACKAGE = "busybox-static"
 BUSYBOX_BINARY = "/bin/busybox"
+APT_LISTS = "/var/lib/apt/lists"
 
 
 def run_tool(argv, deadline, what, **kwargs):
@@ -68,11 +70,30 @@ def resolve_kernel_package(deadline):
     meta_version = candidate_version(KERNEL_METAPACKAGE, deadline)
     text = run_tool(["apt-cache", "show", f"{KERNEL_METAPACKAGE}={meta_version}"], deadline,
                     f"reading {KERNEL_METAPACKAGE} {meta_version}")
-    match = re.search(r"^Depends:.*?\b(linux-image-[0-9][^\s,]*-amd64)\b", text, re.M)
+    match = re.search(r"^Depends:.*?\b(linux-image-[0-9][^\s,]*-amd64)\s*\(=\s*([^)\s]+)\)", text, re.M)
     if not match:
         raise RigError(f"cannot find the kernel package {KERNEL_METAPACKAGE} {meta_version} depends on")
-    package = match.group(1)
-    return package, candidate_version(package, deadline)
+    return match.group(1), match.group(2)
+
+
+def remembered_kernel_package(cache_dir, deadline):
+    """resolve_kernel_package(), remembered until apt's package lists
+    change: each apt-cache call costs about half a second."""
+    memo = os.path.join(cache_dir, "resolved.json")
+    lists_stamp = os.stat(APT_LISTS).st_mtime_ns if os.path.isdir(APT_LISTS) else 0
+    try:
+        with open(memo, encoding="utf-8") as memo_file:
+            remembered = json.load(memo_file)
+        if remembered["apt_lists"] == lists_stamp:
+            return remembered["package"], remembered["version"]
+    except (OSError, ValueError, KeyError):
+        pass
+    package, version = resolve_kernel_package(deadline)
+    fresh = memo + f".{os.getpid()}"
+    with open(fresh, "w", encoding="utf-8") as memo_file:
+        json.dump({"apt_lists": lists_stamp, "package": package, "version": version}, memo_file)
+    os.replace(fresh, memo)
+    return package, version
 
 
 def busybox_version(deadline):
@@ -226,6 +247,15 @@ def newest_entry(cache_dir):
     return max(candidates, key=os.path.getmtime) if candidates else None
 
 
+def _remove_other_entries(cache_dir, keep):
+    """Older kernels and recipes would pile up at 14 MB each. A run whose
+    qemu already started has loaded its kernel and initramfs."""
+    for name in os.listdir(cache_dir):
+        folder = os.path.join(cache_dir, name)
+        if name.startswith("linux-image-") and folder != keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def build_entry(final, kernel_package, kernel_version, cache_dir, deadline, note):
     note(f"building the outer machine's kernel and initramfs from {kernel_package} {kernel_version} "
          f"into {final}")
@@ -259,6 +289,7 @@ def build_entry(final, kernel_package, kernel_version, cache_dir, deadline, note
             listing.write(f"{kernel_package} {kernel_version}\n")
             listing.write(" ".join(name for name, _ in modules) + "\n")
         os.rename(entry, final)
+        _remove_other_entries(cache_dir, final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -269,7 +300,7 @@ def prepare(cache_dir, deadline, note):
     os.makedirs(cache_dir, exist_ok=True)
     busybox = busybox_version(deadline)
     try:
-        kernel_package, kernel_version = resolve_kernel_package(deadline)
+        kernel_package, kernel_version = remembered_kernel_package(cache_dir, deadline)
     except RigError as error:
         fallback = newest_entry(cache_dir)
         if fallback is None:

@@ -19,6 +19,9 @@ DEFAULT_MEMORY_MIB = 3072
 # FIFOs or device nodes.
 INNER_TMPDIR = "/run/kvmini-rig-tmp"
 
+# How the outer machine caches the 9p share (mount -t 9p cache=...).
+SHARE_CACHE_MODES = ("loose", "mmap", "none")
+
 # Passed to the command besides PATH and HOME; more with --env.
 PASSED_NAMES = ("HOME", "PATH", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ")
 PASSED_PREFIXES = ("KVMINI_", "CTEST_", "GTEST_", "LC_")
@@ -34,11 +37,17 @@ options:
   --timeout SECONDS  overall limit, outer boot included (default
                      $KVMINI_RIG_TIMEOUT or {DEFAULT_TIMEOUT:g}); on expiry everything
                      is stopped and the rig exits 125
-  --env NAME[=VALUE] also pass NAME (from here, or set to VALUE); repeatable.
-                     Always passed: {', '.join(PASSED_NAMES)}, TERM when stdout is
-                     a terminal, and every {'*, '.join(PASSED_PREFIXES)}* variable
+  --env NAME[=VALUE] also pass NAME into the outer machine (its value here,
+                     or VALUE); repeatable. Always passed: {', '.join(PASSED_NAMES[:4])},
+                     {', '.join(PASSED_NAMES[4:])}, TERM when stdout is a terminal,
+                     and every {'*, '.join(PASSED_PREFIXES)}* variable. Run
+                     directly, the command gets this whole environment
   --cpus N           outer machine's vCPUs (default {DEFAULT_CPUS})
   --memory MIB       outer machine's RAM (default {DEFAULT_MEMORY_MIB})
+  --9p-cache MODE    how the outer machine caches this host's files: loose
+                     (default, fast; changes made on this host during the run
+                     may go unseen inside), mmap or none (coherent, ~10x
+                     slower program start); also $KVMINI_RIG_9P_CACHE
   --cache DIR        kernel+initramfs cache (default $KVMINI_RIG_CACHE or
                      <repo>/build/rig-cache)
   --outer            boot the outer machine even on a host with svm/vmx
@@ -69,6 +78,7 @@ class Options:  # pylint: disable=too-few-public-methods,too-many-instance-attri
         self.memory_mib = DEFAULT_MEMORY_MIB
         self.cache_dir = os.environ.get("KVMINI_RIG_CACHE") or os.path.join(REPO, "build", "rig-cache")
         self.mode = os.environ.get("KVMINI_RIG_MODE", "auto")
+        self.share_cache = os.environ.get("KVMINI_RIG_9P_CACHE", "loose")
         self.prepare = False
         self.verbose = False
         self.help = False
@@ -89,7 +99,7 @@ def parse(argv):
     """Options come first; the first other word (or what follows --) starts
     the command, so the command's own flags are never taken as ours."""
     options = Options()
-    with_value = {"--timeout", "--env", "--cpus", "--memory", "--cache"}
+    with_value = {"--timeout", "--env", "--cpus", "--memory", "--cache", "--9p-cache"}
     index = 0
     while index < len(argv):
         flag = argv[index]
@@ -120,6 +130,8 @@ def parse(argv):
             options.memory_mib = _number(flag, value, int)
         elif flag == "--cache":
             options.cache_dir = value
+        elif flag == "--9p-cache":
+            options.share_cache = value
         elif flag in ("--outer", "--direct"):
             options.mode = flag[2:]
         elif flag in ("--prepare", "--verbose", "--help"):
@@ -129,6 +141,8 @@ def parse(argv):
     options.command = argv[index:]
     if options.mode not in ("auto", "outer", "direct"):
         raise UsageError(f"KVMINI_RIG_MODE must be auto, outer or direct, not '{options.mode}'")
+    if options.share_cache not in SHARE_CACHE_MODES:
+        raise UsageError(f"--9p-cache must be one of {', '.join(SHARE_CACHE_MODES)}, not '{options.share_cache}'")
     options.cache_dir = os.path.abspath(options.cache_dir)
     if not options.command and not (options.prepare or options.help):
         raise UsageError("no command given")
@@ -141,7 +155,17 @@ def command_environment(options):
                    if name in PASSED_NAMES or name.startswith(PASSED_PREFIXES)}
     if os.isatty(1) and "TERM" in os.environ:
         environment["TERM"] = os.environ["TERM"]
-    for name, value in options.extra_env.items():
+    return _with_extra(environment, options.extra_env)
+
+
+def direct_environment(options):
+    """Run directly, the command keeps the whole environment."""
+    return _with_extra(dict(os.environ), options.extra_env)
+
+
+def _with_extra(environment, extra):
+    """Applies --env: a name unset here is removed."""
+    for name, value in extra.items():
         if value is None:
             environment.pop(name, None)
         else:
