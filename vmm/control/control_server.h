@@ -1,0 +1,75 @@
+// ControlServer: the control socket. Speaks line-delimited JSON in the
+// style of QMP over a unix socket served by the main loop:
+//   greeting   {"kvmini": {"version": "X.Y.Z", "protocol": 1}}
+//   request    {"execute": NAME, "arguments": {...}, "id": ANY}
+//   answer     {"return": {...}, "id": ...}
+//           or {"error": {"class": ..., "desc": ...}, "id": ...}
+// Several clients at once. A malformed line gets an error answer and the
+// connection stays usable; an over-long line is refused and skipped without
+// buffering it; a client that disconnects mid-command changes nothing else.
+//
+// Command handlers run in the main loop thread and may wait (e.g. through
+// AioWaitBhOneshot), which polls the main loop: other clients keep being
+// served meanwhile, and each client's own requests are answered in order.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "util/aio_context.h"
+
+namespace kvmini::vmm {
+
+// Error classes in answers. A handler picks one through its status code:
+// kInvalidArgument -> InvalidParameter, kNotFound -> DeviceNotFound,
+// anything else -> GenericError.
+inline constexpr char kErrorParse[] = "ParseError";
+inline constexpr char kErrorInvalidRequest[] = "InvalidRequest";
+inline constexpr char kErrorCommandNotFound[] = "CommandNotFound";
+inline constexpr char kErrorInvalidParameter[] = "InvalidParameter";
+inline constexpr char kErrorDeviceNotFound[] = "DeviceNotFound";
+inline constexpr char kErrorGeneric[] = "GenericError";
+
+class ControlServer {
+ public:
+  using Handler = std::function<absl::StatusOr<nlohmann::json>(const nlohmann::json& arguments)>;
+
+  static constexpr size_t kMaxLineBytes = 64 * 1024;
+  // A client that stops reading its answers is disconnected past this.
+  static constexpr size_t kMaxPendingOutputBytes = 4 * 1024 * 1024;
+
+  // Listens on `path` (see ListenOnUnixSocket) in `context`'s loop.
+  static absl::StatusOr<std::unique_ptr<ControlServer>> Create(const std::string& path,
+                                                               util::AioContext& context);
+  // Disconnects every client and removes the socket file.
+  ~ControlServer();
+  ControlServer(const ControlServer&) = delete;
+  ControlServer& operator=(const ControlServer&) = delete;
+
+  // `arguments` is always a JSON object (empty if the request had none).
+  void AddCommand(const std::string& name, Handler handler);
+  size_t client_count() const { return clients_.size(); }
+
+ private:
+  struct Client;
+  ControlServer(std::string path, int listen_fd, util::AioContext& context);
+  void Accept();
+  void OnReadable(const std::shared_ptr<Client>& client);
+  void ProcessLines(const std::shared_ptr<Client>& client);
+  void HandleLine(const std::shared_ptr<Client>& client, const std::string& line);
+  void Send(const std::shared_ptr<Client>& client, const nlohmann::json& message);
+  void FlushOutput(const std::shared_ptr<Client>& client);
+  void Disconnect(const std::shared_ptr<Client>& client);
+
+  const std::string path_;
+  const int listen_fd_;
+  util::AioContext& context_;
+  std::map<std::string, Handler> commands_;
+  std::map<int, std::shared_ptr<Client>> clients_;
+};
+
+}  // namespace kvmini::vmm
