@@ -15,14 +15,6 @@ void Put(std::span<uint8_t> config, size_t offset, T value) {
   std::memcpy(config.data() + offset, &value, sizeof(value));  // x86: little endian
 }
 
-uint8_t Log2(uint32_t value) {
-  uint8_t result = 0;
-  while (value > 1) {
-    value >>= 1;
-    ++result;
-  }
-  return result;
-}
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<VirtioBlk>> VirtioBlk::Create(
@@ -53,7 +45,8 @@ VirtioBlk::VirtioBlk(std::unique_ptr<block::BlockBackend> backend, VirtioBlkOpti
     : backend_(std::move(backend)),
       options_(std::move(options)),
       name_(absl::StrCat("virtio-blk ", options_.id)),
-      capacity_sectors_(backend_->size_bytes() / blk::kSectorSize) {
+      capacity_sectors_(backend_->size_bytes() / blk::kSectorSize),
+      block_size_(std::max<uint32_t>(backend_->alignment(), blk::kSectorSize)) {
   BuildConfig();
 }
 
@@ -63,23 +56,21 @@ VirtioBlk::~VirtioBlk() {
 
 void VirtioBlk::BuildConfig() {
   std::span<uint8_t> config(config_);
-  // Tell the guest the image's natural I/O size so it aligns to it (4 KiB
-  // with O_DIRECT); logical blocks stay 512 bytes.
-  const uint32_t physical = std::max<uint32_t>(backend_->alignment(), blk::kSectorSize);
-  const uint8_t physical_exponent = Log2(physical / blk::kSectorSize);
-  const uint32_t sectors_per_physical = 1u << physical_exponent;
+  // Logical block = the image's alignment (4 KiB with O_DIRECT), so the
+  // guest never sends a write the backend would have to read-modify-write.
+  const uint32_t sectors_per_block = block_size_ / blk::kSectorSize;
   Put<uint64_t>(config, 0, capacity_sectors_);
   Put<uint32_t>(config, 8, blk::kSizeMax);
   Put<uint32_t>(config, 12, options_.queue_size - 2u);  // seg_max: header and status take two
-  Put<uint32_t>(config, 20, blk::kSectorSize);
-  Put<uint8_t>(config, 24, physical_exponent);
+  Put<uint32_t>(config, 20, block_size_);
+  Put<uint8_t>(config, 24, 0);  // physical block = logical block
   Put<uint8_t>(config, 25, 0);  // alignment offset
-  Put<uint16_t>(config, 26, static_cast<uint16_t>(sectors_per_physical));  // min_io_size
+  Put<uint16_t>(config, 26, 1);  // min_io_size, in logical blocks
   Put<uint32_t>(config, 28, 0);  // opt_io_size: no preference
   Put<uint16_t>(config, 34, options_.num_queues);
   Put<uint32_t>(config, 36, blk::kMaxDiscardSectors);
   Put<uint32_t>(config, 40, blk::kMaxDiscardSegments);
-  Put<uint32_t>(config, 44, sectors_per_physical);
+  Put<uint32_t>(config, 44, sectors_per_block);
   Put<uint32_t>(config, 48, blk::kMaxDiscardSectors);
   Put<uint32_t>(config, 52, blk::kMaxDiscardSegments);
   Put<uint8_t>(config, 56, 1);  // write_zeroes_may_unmap
@@ -158,6 +149,11 @@ bool VirtioBlk::InRange(uint64_t sector, uint64_t sectors) const {
   return sector <= capacity_sectors_ && sectors <= capacity_sectors_ - sector;
 }
 
+bool VirtioBlk::Aligned(uint64_t sector, uint64_t bytes) const {
+  const uint64_t sectors_per_block = block_size_ / blk::kSectorSize;
+  return sector % sectors_per_block == 0 && bytes % block_size_ == 0;
+}
+
 void VirtioBlk::HandleChain(Virtqueue& queue, const DescriptorChain& chain) {
   Request& request = requests_[queue.index()][chain.head];
   if (request.busy) {
@@ -214,7 +210,7 @@ std::optional<uint8_t> VirtioBlk::Start(Request& request, const DescriptorChain&
       // In: data is every writable byte but the status; out: every
       // readable byte after the header.
       const uint64_t bytes = read ? chain.TotalLength(true) - 1 : chain.TotalLength(false) - 16;
-      if (bytes % blk::kSectorSize != 0 || !InRange(header.sector, bytes / blk::kSectorSize)) {
+      if (!Aligned(header.sector, bytes) || !InRange(header.sector, bytes / blk::kSectorSize)) {
         LogGuestError(read ? "read" : "write", " of ", bytes, " bytes at sector ",
                       header.sector, " is misaligned or beyond the capacity of ",
                       capacity_sectors_, " sectors");
@@ -274,9 +270,11 @@ std::optional<uint8_t> VirtioBlk::StartDiscardOrWriteZeroes(Request& request,
       return blk::kStatusUnsupported;
     }
     if (segment.num_sectors > blk::kMaxDiscardSectors ||
+        !Aligned(segment.sector, uint64_t{segment.num_sectors} * blk::kSectorSize) ||
         !InRange(segment.sector, segment.num_sectors)) {
       LogGuestError(discard ? "discard" : "write-zeroes", " of ", segment.num_sectors,
-                    " sectors at ", segment.sector, " is too long or beyond the capacity");
+                    " sectors at ", segment.sector,
+                    " is too long, misaligned or beyond the capacity");
       return blk::kStatusIoError;
     }
   }

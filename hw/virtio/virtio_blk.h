@@ -3,7 +3,8 @@
 // Features: SIZE_MAX, SEG_MAX, BLK_SIZE, TOPOLOGY, FLUSH, DISCARD,
 // WRITE_ZEROES, RO (read-only backends) and MQ (more than one queue).
 // Requests: IN, OUT, FLUSH, GET_ID (the serial), DISCARD, WRITE_ZEROES (with
-// UNMAP); any other type -> UNSUPP. Out of range or misaligned, a failed
+// UNMAP); any other type -> UNSUPP. The logical block size is the backend's
+// alignment (at least 512). Out of range or misaligned, a failed
 // backend operation, any write to a read-only disk, or a chain with a bad
 // buffer (outside RAM, wrong direction order, no 16-byte header) -> IOERR.
 // A chain without a writable status byte cannot be answered: the queue
@@ -117,6 +118,7 @@ class VirtioBlk final : public VirtioDevice {
   VirtioBlkStats stats() const;
   block::BlockBackend& backend() { return *backend_; }
   uint64_t capacity_sectors() const { return capacity_sectors_; }
+  uint32_t block_size() const { return block_size_; }
 
  private:
   struct Request {
@@ -141,6 +143,8 @@ class VirtioBlk final : public VirtioDevice {
                                                    const DescriptorChain& chain,
                                                    const blk::RequestHeader& header);
   bool InRange(uint64_t sector, uint64_t sectors) const;
+  // Whether a range starts and ends on logical block boundaries.
+  bool Aligned(uint64_t sector, uint64_t bytes) const;
   block::BlockBackend::Completion BackendCompletion(Request& request);
   void OnBackendDone(Request& request, int result);
   void Account(uint8_t status, uint32_t type, uint64_t data_bytes);
@@ -151,6 +155,7 @@ class VirtioBlk final : public VirtioDevice {
   const VirtioBlkOptions options_;
   const std::string name_;
   const uint64_t capacity_sectors_;
+  const uint32_t block_size_;  // logical block, a multiple of 512
   std::array<uint8_t, blk::kConfigSize> config_{};
 
   // Set in Activate (main loop, queues attached nowhere); then used by the
