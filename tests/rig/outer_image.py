@@ -263,6 +263,9 @@ def build_entry(final, kernel_package, kernel_version, cache_dir, deadline, note
     try:
         download = os.path.join(work, "download")
         os.mkdir(download)
+        # apt downloads as user _apt when it can reach the folder.
+        os.chmod(work, 0o755)
+        os.chmod(download, 0o777)
         try:
             run_tool(["apt-get", "download", "-q", f"{kernel_package}={kernel_version}"], deadline,
                      f"downloading {kernel_package} {kernel_version}", cwd=download)

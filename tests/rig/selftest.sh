@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# Self-tests of tests/rig/run-with-kvm, one case per ctest test (see
+# CMakeLists.txt): selftest.sh CASE WORK_DIR. Each case asserts what its
+# name says and fails with a message otherwise. Cases that boot the outer
+# machine print the rig's overhead line ("outer machine ready in ...").
+set -uo pipefail
+
+RIG="$(cd "$(dirname "$0")" && pwd)/run-with-kvm"
+RIG_FAILURE=125
+case_name=${1:?usage: selftest.sh CASE WORK_DIR}
+work=${2:?usage: selftest.sh CASE WORK_DIR}
+rm -rf "$work" && mkdir -p "$work" || exit 1
+work=$(cd "$work" && pwd)
+
+fail() {
+  echo "FAIL ($case_name): $*" >&2
+  exit 1
+}
+
+# expect_status WANT GOT WHAT
+expect_status() {
+  [ "$2" -eq "$1" ] || fail "$3: exit status $2, expected $1"
+}
+
+# expect_in FILE TEXT WHAT
+expect_in() {
+  grep -qF -- "$2" "$1" || { cat "$1" >&2; fail "$3: '$2' missing from the rig's messages"; }
+}
+
+show_overhead() {
+  grep -h "outer machine ready in" "$@" || true
+}
+
+# process_gone PID: true when PID no longer runs (gone, or a zombie that
+# only waits for its new parent to reap it).
+process_gone() {
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 0
+  [ "$state" = Z ]
+}
+
+# start_watched ARGS...: runs the rig in the background (rig_pid) and
+# records every child it starts (qemu, apt-get, or the command when run
+# directly) in $work/children until it exits.
+start_watched() {
+  : > "$work/children"
+  "$RIG" "$@" > "$work/out" 2> "$work/err" &
+  rig_pid=$!
+  (
+    while ! process_gone "$rig_pid"; do
+      pgrep -P "$rig_pid" >> "$work/children"
+      sleep 0.1
+    done
+  ) &
+  watcher_pid=$!
+}
+
+# finish_watched: waits for the rig; sets status.
+finish_watched() {
+  wait "$rig_pid"
+  status=$?
+  wait "$watcher_pid"
+}
+
+# wait_for_child PATTERN: until the rig runs a child whose command line
+# matches PATTERN (at most 120 s).
+wait_for_child() {
+  for _ in $(seq 1200); do
+    pgrep -P "$rig_pid" -f "$1" > /dev/null && return 0
+    process_gone "$rig_pid" && break
+    sleep 0.1
+  done
+  cat "$work/err" >&2
+  fail "the rig never started a child matching '$1'"
+}
+
+expect_no_leftovers() {
+  local cache=$1 child
+  for child in $(sort -u "$work/children"); do
+    for _ in $(seq 50); do process_gone "$child" && break; sleep 0.1; done
+    process_gone "$child" || fail "process $child the rig started is still running: $(ps -o args= -p "$child")"
+  done
+  if [ -d "$cache/jobs" ] && [ -n "$(ls -A "$cache/jobs")" ]; then
+    fail "job folders left behind in $cache/jobs: $(ls "$cache/jobs")"
+  fi
+  [ -z "$(ls -d "$cache"/.build-* 2>/dev/null)" ] || fail "build folders left behind in $cache"
+}
+
+default_cache() {
+  echo "${KVMINI_RIG_CACHE:-$(cd "$(dirname "$RIG")/../.." && pwd)/build/rig-cache}"
+}
+
+case "$case_name" in
+  exit-status)
+    "$RIG" -- sh -c 'echo from-the-command; exit 7' > "$work/out" 2> "$work/err"
+    status=$?
+    show_overhead "$work/err"
+    expect_status 7 "$status" "sh -c 'exit 7'"
+    grep -qx from-the-command "$work/out" || fail "the command's output did not come back: $(cat "$work/out")"
+    ;;
+
+  inside)
+    # One boot checks what the command sees; the host then checks what it
+    # left behind.
+    KVMINI_SELFTEST_QUOTED="it's \$HOME and \"quotes\"" KVMINI_SELFTEST_CWD="$PWD" NOT_PASSED_BY_RIG=1 \
+      "$RIG" --env EXTRA_BY_FLAG --env SET_BY_FLAG=given -- \
+      "$0" inside-probe "$work/probe" > "$work/out" 2> "$work/err"
+    status=$?
+    cat "$work/out"
+    show_overhead "$work/err"
+    expect_status 0 "$status" "the probe inside"
+    [ "$(cat "$work/probe/written-inside.txt" 2>/dev/null)" = "written inside" ] \
+      || fail "a file written inside under the build tree is not visible on the host"
+    [ -s "$work/probe/ctest/Testing/Temporary/LastTest.log" ] \
+      || fail "ctest run inside left no Testing/Temporary/LastTest.log on the host"
+    [ "$(cat "$work/probe/ctest/from-ctest.txt" 2>/dev/null)" = from-ctest ] \
+      || fail "a test run by ctest inside could not write under the build tree"
+    ;;
+
+  inside-probe)
+    # Runs inside the rig (called by the case above).
+    bad=0
+    check() { if eval "$1"; then echo "ok: $2"; else echo "NOT OK: $2"; bad=1; fi; }
+    check '[ -c /dev/kvm ]' "/dev/kvm exists"
+    if [ "${KVMINI_RIG_INSIDE:-}" = 1 ]; then
+      check 'grep -qw svm /proc/cpuinfo' "the CPU shows svm"
+      check '[ "$(stat -f -c %T "$TMPDIR")" = tmpfs ]' "\$TMPDIR ($TMPDIR) is a tmpfs"
+      check '[ -z "${NOT_PASSED_BY_RIG:-}" ]' "unlisted variables are not passed"
+    else
+      check 'grep -qwE "svm|vmx" /proc/cpuinfo' "the CPU shows svm or vmx"
+    fi
+    check '[ "$PWD" = "$KVMINI_SELFTEST_CWD" ]' "same working directory as the caller"
+    want='it'"'"'s $HOME and "quotes"'
+    check '[ "${KVMINI_SELFTEST_QUOTED:-}" = "$want" ]' "KVMINI_* passed, quoting intact"
+    check '[ "${SET_BY_FLAG:-}" = given ]' "--env NAME=VALUE sets NAME"
+    check '[ -z "${EXTRA_BY_FLAG+x}" ]' "--env NAME of an unset NAME leaves it unset"
+    check 'mkfifo "$TMPDIR/fifo-$$" && rm "$TMPDIR/fifo-$$"' "a FIFO can be made in \$TMPDIR"
+    check 'python3 -c "import os, socket; s = socket.socket(socket.AF_UNIX); s.bind(os.environ[\"TMPDIR\"] + \"/sock-$$\")" && rm "$TMPDIR/sock-$$"' \
+      "a unix socket can be bound in \$TMPDIR"
+    check 'echo "written inside" > "$work/written-inside.txt"' "write a file under the build tree"
+    # Bulk writes through 9p: with the default cache=loose the kernel
+    # writes pages back one by one at sync, the slow part.
+    start=$(date +%s.%N)
+    check 'dd if=/dev/zero of="$work/throughput.bin" bs=1M count=16 status=none && sync' \
+      "write 16 MiB under the build tree and sync"
+    end=$(date +%s.%N)
+    rate=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", 16 / (e - s) }')
+    echo "rig-selftest: writing under the build tree (dd + sync): $rate MiB/s"
+    check "awk -v r=$rate 'BEGIN { exit !(r >= 0.5) }'" "writes through 9p reach at least 0.5 MiB/s"
+    rm -f "$work/throughput.bin"
+    # ctest as scripts/test.sh runs it inside: reads a build tree, writes
+    # its logs and the tests' files into it.
+    mkdir -p "$work/ctest"
+    cat > "$work/ctest/CTestTestfile.cmake" <<EOF
+add_test(kvm_device "/bin/sh" "-c" "test -c /dev/kvm")
+add_test(writes_build_tree "/bin/sh" "-c" "echo from-ctest > '$work/ctest/from-ctest.txt'")
+EOF
+    check 'ctest --test-dir "$work/ctest" --output-on-failure' "ctest runs inside"
+    exit "$bad"
+    ;;
+
+  timeout)
+    # Long enough for the outer machine to boot first, so the sleep itself
+    # is what the timeout stops.
+    limit=${KVMINI_SELFTEST_TIMEOUT:-90}
+    began=$(date +%s)
+    start_watched --timeout "$limit" -- sleep 3600
+    finish_watched
+    took=$(( $(date +%s) - began ))
+    cat "$work/err"
+    expect_status "$RIG_FAILURE" "$status" "sleep past --timeout"
+    expect_in "$work/err" "timeout: the overall limit of $limit s expired while the command was running" "timeout message"
+    [ "$took" -le $((limit + 20)) ] || fail "the rig took $took s to stop after a $limit s timeout"
+    expect_no_leftovers "$(default_cache)"
+    ;;
+
+  interrupt)
+    # SIGTERM and SIGINT while the outer machine boots: everything stops,
+    # the status says which signal.
+    for signal in TERM INT; do
+      start_watched -- sleep 3600
+      wait_for_child "qemu-system|sleep 3600"
+      sleep 2
+      kill -s "$signal" "$rig_pid"
+      finish_watched
+      cat "$work/err"
+      expect_status $((128 + $(kill -l "$signal"))) "$status" "SIG$signal to the rig"
+      expect_in "$work/err" "interrupted by SIG$signal" "interrupt message"
+      expect_no_leftovers "$(default_cache)"
+    done
+    ;;
+
+  cache)
+    # A fresh cache: two concurrent --prepare build one entry (the other
+    # waits), then two runs in a row reuse it.
+    cache="$work/cache"
+    "$RIG" --cache "$cache" --prepare 2> "$work/prepare1" &
+    first=$!
+    "$RIG" --cache "$cache" --prepare 2> "$work/prepare2"
+    second_status=$?
+    wait "$first"
+    first_status=$?
+    cat "$work/prepare1" "$work/prepare2"
+    expect_status 0 "$first_status" "first concurrent --prepare"
+    expect_status 0 "$second_status" "second concurrent --prepare"
+    builds=$(cat "$work/prepare1" "$work/prepare2" | grep -c "outer machine image built")
+    [ "$builds" -eq 1 ] || fail "$builds concurrent runs built the cache entry, expected exactly 1"
+    entries=$(ls -d "$cache"/linux-image-* | wc -l)
+    [ "$entries" -eq 1 ] || fail "$entries cache entries, expected 1"
+    for run in 1 2; do
+      start_watched --cache "$cache" -- sh -c "exit $((run + 2))"
+      finish_watched
+      show_overhead "$work/err"
+      expect_status $((run + 2)) "$status" "run $run in a row"
+      if grep -q "building" "$work/err"; then cat "$work/err"; fail "run $run rebuilt the cache"; fi
+      expect_no_leftovers "$cache"
+    done
+    ;;
+
+  offline)
+    # No route to the Debian mirror and nothing cached: a clear rig failure.
+    export http_proxy=http://127.0.0.1:9 https_proxy=http://127.0.0.1:9
+    start_watched --cache "$work/cache" --prepare
+    finish_watched
+    cat "$work/err"
+    expect_status "$RIG_FAILURE" "$status" "--prepare without network"
+    expect_in "$work/err" "cannot download the outer machine's kernel" "offline message"
+    expect_no_leftovers "$work/cache"
+    ;;
+
+  errors)
+    "$RIG" --outer -- no-such-command-kvmini-rig 2> "$work/err"
+    expect_status 127 $? "a command that does not exist"
+    expect_in "$work/err" "command not found: no-such-command-kvmini-rig" "not-found message"
+
+    KVMINI_RIG_QEMU=/nonexistent/qemu-system-x86_64 "$RIG" --outer -- true 2> "$work/err"
+    expect_status "$RIG_FAILURE" $? "no qemu"
+    expect_in "$work/err" "apt-get install qemu-system-x86" "no-qemu message"
+
+    "$RIG" --no-such-option true 2> "$work/err"
+    expect_status "$RIG_FAILURE" $? "an unknown option"
+    expect_in "$work/err" "unknown option --no-such-option" "usage message"
+
+    "$RIG" --timeout soon true 2> "$work/err"
+    expect_status "$RIG_FAILURE" $? "a bad --timeout"
+    expect_in "$work/err" "--timeout wants a number" "bad timeout message"
+    ;;
+
+  *)
+    fail "unknown case"
+    ;;
+esac
+echo "PASS ($case_name)"
