@@ -13,20 +13,23 @@ source "$SCRIPT_DIR/lib/image.sh"
 # The storage modules every image loads; their dependencies come from modules.dep.
 BASE_MODULES=(virtio_ring virtio virtio_mmio virtio_blk scsi_common scsi_mod sd_mod virtio_scsi)
 # Userland packages; their shared libraries are resolved from their Depends.
-USER_PACKAGES=(busybox-static fio sg3-utils util-linux)
+USER_PACKAGES=(busybox-static dash fio sg3-utils util-linux)
 
 usage() {
 	cat <<EOF
-usage: $0 [--flavour cloud|generic] [--extra-modules M1,M2,...] OUTDIR
+usage: $0 [--flavour cloud|generic] [--extra-modules M1,M2,...] [--compression gzip|none] OUTDIR
 
 Builds OUTDIR/vmlinuz and OUTDIR/initrd.img (gzip cpio) from Debian packages:
 the kernel the linux-image-<flavour> metapackage depends on, busybox-static,
-the virtio/virtio-mmio/virtio-blk/scsi/sd/virtio-scsi modules, fio, sg3-utils,
-blkdiscard and guest-exit. Skips the work when OUTDIR already holds an image of
+the virtio/virtio-mmio/virtio-blk/scsi/sd/virtio-scsi modules, dash, fio,
+sg3-utils, blkdiscard and guest-exit. Skips the work when OUTDIR already holds an image of
 the same package versions and scripts.
 
   --flavour cloud|generic   linux-image-cloud-amd64 (default) or linux-image-amd64
   --extra-modules LIST      more kernel modules to load at boot (e.g. virtio_pci)
+  --compression gzip|none   initrd.img as gzip cpio (default) or plain cpio: the
+                            kernel unpacks a plain one about twice as fast
+                            under emulation, at 2.6 times the size
 
 Environment: KVMINI_DEB_CACHE (where .deb files are kept, default
 \${XDG_CACHE_HOME:-\$HOME/.cache}/kvmini/debs), CC (default gcc).
@@ -35,6 +38,7 @@ EOF
 
 flavour=cloud
 extra_modules=""
+compression=gzip
 outdir=""
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -42,6 +46,8 @@ while [ $# -gt 0 ]; do
 	--flavour=*) flavour=${1#*=}; shift ;;
 	--extra-modules) [ $# -ge 2 ] || usage_error "--extra-modules needs a value"; extra_modules=$2; shift 2 ;;
 	--extra-modules=*) extra_modules=${1#*=}; shift ;;
+	--compression) [ $# -ge 2 ] || usage_error "--compression needs a value"; compression=$2; shift 2 ;;
+	--compression=*) compression=${1#*=}; shift ;;
 	-h | --help) usage; exit 0 ;;
 	-*) usage_error "unknown option '$1'" ;;
 	*) [ -z "$outdir" ] || usage_error "more than one OUTDIR given ('$outdir', '$1')"; outdir=$1; shift ;;
@@ -52,6 +58,10 @@ case "$flavour" in
 cloud) metapackage=linux-image-cloud-amd64 ;;
 generic) metapackage=linux-image-amd64 ;;
 *) usage_error "unknown flavour '$flavour' (want cloud or generic)" ;;
+esac
+case "$compression" in
+gzip | none) ;;
+*) usage_error "unknown compression '$compression' (want gzip or none)" ;;
 esac
 IFS=', ' read -r -a extra_module_list <<<"$extra_modules"
 
@@ -68,7 +78,7 @@ kernel_release=${kernel_package#linux-image-}
 # Everything that shapes the image besides the versions of the packages used.
 recipe_hash=$(
 	{
-		echo "kernel=$kernel_package extra_modules=${extra_module_list[*]}"
+		echo "kernel=$kernel_package extra_modules=${extra_module_list[*]} compression=$compression"
 		"${CC:-gcc}" --version | head -n 1
 		cat "$SCRIPT_DIR/build.sh" "$SCRIPT_DIR/lib/debs.sh" "$SCRIPT_DIR/lib/image.sh" \
 			"$SCRIPT_DIR/init" "$SCRIPT_DIR/src/guest-exit.c"
@@ -96,7 +106,7 @@ install_kernel "$kernel_package" "$kernel_release" "$work/vmlinuz" \
 install_userland "$work"
 install_init "$SCRIPT_DIR/init"
 build_guest_exit "$SCRIPT_DIR/src/guest-exit.c"
-pack_initramfs "$work/initrd.img"
+pack_initramfs "$work/initrd.img" "$compression"
 
 mv -f "$work/vmlinuz" "$outdir/vmlinuz"
 mv -f "$work/initrd.img" "$outdir/initrd.img"

@@ -82,7 +82,7 @@ fetch_packages() {
 		# As root, apt would try to drop to the _apt user, who cannot write the cache.
 		[ "$(id -u)" != 0 ] || apt_options=(-o APT::Sandbox::User=root)
 		if ! (cd "$DEB_CACHE" && apt-get "${apt_options[@]}" -q download "${missing[@]}" >"$work/apt.log" 2>&1); then
-			sed 's/^/  apt-get: /' "$work/apt.log" >&2
+			grep '^E:' "$work/apt.log" | sed 's/^/  apt-get: /' >&2 || sed 's/^/  apt-get: /' "$work/apt.log" >&2
 			die "cannot download ${missing[*]}: no access to a Debian mirror (offline?) and not in the cache $DEB_CACHE"
 		fi
 	fi
