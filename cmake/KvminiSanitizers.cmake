@@ -11,3 +11,8 @@ elseif(KVMINI_SANITIZE STREQUAL "thread")
 elseif(NOT KVMINI_SANITIZE STREQUAL "")
   message(FATAL_ERROR "KVMINI_SANITIZE must be empty, 'address' or 'thread', not '${KVMINI_SANITIZE}'")
 endif()
+
+# Coverage instrumentation for libFuzzer in every library the fuzzers link.
+if(KVMINI_BUILD_FUZZERS)
+  add_compile_options(-fsanitize=fuzzer-no-link)
+endif()

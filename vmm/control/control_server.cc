@@ -35,6 +35,17 @@ const char* ErrorClassFor(const absl::Status& status) {
   }
 }
 
+// Answers echo the request's "id"; a deeply nested one would make
+// serialising the answer recurse without bound.
+bool ShallowEnough(const nlohmann::json& value, int depth_left) {
+  if (!value.is_structured()) return true;
+  if (depth_left == 0) return false;
+  for (const auto& element : value) {
+    if (!ShallowEnough(element, depth_left - 1)) return false;
+  }
+  return true;
+}
+
 nlohmann::json ErrorAnswer(const char* error_class, const std::string& description) {
   return {{"error", {{"class", error_class}, {"desc", description}}}};
 }
@@ -138,18 +149,19 @@ void ControlServer::ProcessLines(const std::shared_ptr<Client>& client) {
     client->input.erase(0, end + 1);
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    HandleLine(client, line);
+    nlohmann::json answer = AnswerRequest(line);
+    Send(client, answer);
   }
   client->busy = false;
 }
 
-void ControlServer::HandleLine(const std::shared_ptr<Client>& client, const std::string& line) {
+nlohmann::json ControlServer::AnswerRequest(const std::string& line) {
   nlohmann::json request = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-  if (request.is_discarded()) {
-    Send(client, ErrorAnswer(kErrorParse, "the request is not valid JSON"));
-    return;
-  }
+  if (request.is_discarded()) return ErrorAnswer(kErrorParse, "the request is not valid JSON");
   nlohmann::json answer;
+  if (request.is_object() && request.contains("id") && !ShallowEnough(request["id"], 8)) {
+    return ErrorAnswer(kErrorInvalidRequest, "\"id\" is nested more than 8 levels deep");
+  }
   if (!request.is_object() || !request.contains("execute") || !request["execute"].is_string()) {
     answer = ErrorAnswer(kErrorInvalidRequest,
                          "a request is a JSON object with a string member \"execute\"");
@@ -175,7 +187,7 @@ void ControlServer::HandleLine(const std::shared_ptr<Client>& client, const std:
     }
   }
   if (request.is_object() && request.contains("id")) answer["id"] = request["id"];
-  Send(client, answer);
+  return answer;
 }
 
 void ControlServer::Send(const std::shared_ptr<Client>& client, const nlohmann::json& message) {

@@ -52,6 +52,9 @@ class ControlServer {
 
   // `arguments` is always a JSON object (empty if the request had none).
   void AddCommand(const std::string& name, Handler handler);
+  // The answer to one request line, exactly as a client would get it.
+  // Exposed for the protocol fuzzer; clients go through the socket.
+  nlohmann::json AnswerRequest(const std::string& line);
   size_t client_count() const { return clients_.size(); }
 
  private:
@@ -60,7 +63,6 @@ class ControlServer {
   void Accept();
   void OnReadable(const std::shared_ptr<Client>& client);
   void ProcessLines(const std::shared_ptr<Client>& client);
-  void HandleLine(const std::shared_ptr<Client>& client, const std::string& line);
   void Send(const std::shared_ptr<Client>& client, const nlohmann::json& message);
   void FlushOutput(const std::shared_ptr<Client>& client);
   void Disconnect(const std::shared_ptr<Client>& client);

@@ -139,6 +139,7 @@ TEST_F(ControlServerTest, EachErrorClass) {
       {R"({"execute": 5})", kErrorInvalidRequest, "\"execute\""},
       {R"({"execute": "echo", "arguments": [1]})", kErrorInvalidRequest, "arguments"},
       {R"({"execute": "nope"})", kErrorCommandNotFound, "'nope'"},
+      {R"({"execute": "echo", "id": [[[[[[[[[[1]]]]]]]]]]})", kErrorInvalidRequest, "nested"},
       {R"({"execute": "fail", "arguments": {"kind": "argument"}})", kErrorInvalidParameter,
        "bad 'x'"},
       {R"({"execute": "fail", "arguments": {"kind": "device"}})", kErrorDeviceNotFound, "vdz"},
