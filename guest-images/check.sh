@@ -50,7 +50,11 @@ exit 7
 EOF
 chmod 755 "$work/overlay/guest-check"
 (cd "$work/overlay" && echo guest-check | busybox cpio -o -H newc -R 0:0 2>/dev/null) >"$work/overlay.cpio"
-cat "$image_dir/initrd.img" "$work/overlay.cpio" >"$work/initrd.img"
+# The kernel looks for an uncompressed archive after a compressed one only at a
+# 4-byte-aligned offset, skipping zero bytes up to it.
+cp "$image_dir/initrd.img" "$work/initrd.img"
+truncate -s %4 "$work/initrd.img"
+cat "$work/overlay.cpio" >>"$work/initrd.img"
 
 qemu() { # stdin, then kernel command line
 	timeout "$boot_timeout" qemu-system-x86_64 -M pc -accel tcg -cpu max -m 512 -nographic \
