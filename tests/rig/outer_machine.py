@@ -5,6 +5,7 @@ into an exit status."""
 import collections
 import fcntl
 import os
+import re
 import secrets
 import select
 import shlex
@@ -20,6 +21,8 @@ from rig_options import INNER_TMPDIR
 NOT_SHARED = ("/proc", "/sys", "/dev", "/run")
 STALE_JOB_SECONDS = 60
 CONSOLE_LINES_KEPT = 60
+# The firmware clears the screen: escape sequences the console may carry.
+TERMINAL_CONTROL = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|c)")
 
 
 def _under(path, roots):
@@ -134,7 +137,7 @@ class Session:  # pylint: disable=too-many-instance-attributes
             self.on_console_line(raw.decode(errors="replace").rstrip("\r"))
 
     def on_console_line(self, line):
-        # Firmware escape sequences may precede a marker on its line.
+        line = TERMINAL_CONTROL.sub("", line)
         position = line.find(self.marker)
         if position >= 0:
             event = line[position + len(self.marker):]
@@ -189,7 +192,10 @@ def _pump(session, pipes, qemu, deadline):
                 del pipes[descriptor]
             else:
                 pipes[descriptor](data)
-    qemu.wait(timeout=max(deadline.remaining(), 0.1))
+    try:
+        qemu.wait(timeout=max(deadline.remaining(), 0.1))
+    except subprocess.TimeoutExpired:
+        raise TimeoutExpired("while qemu was shutting down") from None
 
 
 def run(options, environment, entry, deadline, note):
@@ -219,6 +225,8 @@ def run(options, environment, entry, deadline, note):
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, pass_fds=(console_write, output_write))
         except OSError as error:
+            os.close(console_read)
+            os.close(output_read)
             raise RigError(f"cannot start {qemu}: {error}") from error
         finally:
             os.close(console_write)
