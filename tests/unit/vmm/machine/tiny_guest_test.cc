@@ -1,0 +1,300 @@
+// Tiny guests on the local /dev/kvm: the vCPU loop, exit dispatch, the
+// serial port, the exit and power ports, MMIO, ioeventfds, interrupts and
+// stopping a running vCPU, each exercised by a real guest.
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/unit/vmm/machine/tiny_guest.h"
+#include "util/mutex.h"
+
+namespace kvmini::vmm::testing {
+namespace {
+
+using ::testing::ContainsRegex;
+using ::testing::HasSubstr;
+
+#define REQUIRE_KVM()                                              \
+  if (!KvmAvailable()) GTEST_SKIP() << "/dev/kvm is not available"
+
+std::unique_ptr<TinyGuest> MustCreate(const RealModeCode& code,
+                                      const TinyGuestOptions& options = {}) {
+  auto guest = TinyGuest::CreateRealMode(code.bytes(), options);
+  EXPECT_TRUE(guest.ok()) << guest.status();
+  return guest.ok() ? std::move(*guest) : nullptr;
+}
+
+TEST(TinyGuestTest, TextPrintedThroughTheUartArrives) {
+  REQUIRE_KVM();
+  RealModeCode code;
+  code.Print("hello from the guest\r\n").Exit(0).Spin();
+  auto guest = MustCreate(code);
+  ASSERT_NE(guest, nullptr);
+  MachineExit exit = guest->Run();
+  EXPECT_EQ(exit.cause, MachineExit::Cause::kExitPort) << exit.reason;
+  EXPECT_EQ(exit.status, 0);
+  EXPECT_EQ(guest->SerialOutput(), "hello from the guest\r\n");
+}
+
+TEST(TinyGuestTest, ExitPortWriteBecomesTheExitStatus) {
+  REQUIRE_KVM();
+  RealModeCode code;
+  code.Exit(42).Spin();
+  auto guest = MustCreate(code);
+  ASSERT_NE(guest, nullptr);
+  MachineExit exit = guest->Run();
+  EXPECT_EQ(exit.cause, MachineExit::Cause::kExitPort);
+  EXPECT_EQ(exit.status, 42) << exit.reason;
+}
+
+TEST(TinyGuestTest, RepOutsbDeliversEveryByte) {
+  REQUIRE_KVM();
+  const std::string text = "rep outsb: count > 1 in one exit\n";
+  RealModeCode code;
+  // The string sits right after the code; SI points at it.
+  const uint16_t code_size = 3 + 3 + 3 + 2 + 4 + 2;  // movs, rep outsb, exit, spin
+  code.MovSi(static_cast<uint16_t>(TinyGuest::kCodeAddress + code_size))
+      .MovCx(static_cast<uint16_t>(text.size()))
+      .MovDx(0x3F8)
+      .RepOutsb()
+      .Exit(0)
+      .Spin();
+  ASSERT_EQ(code.bytes().size(), code_size);
+  code.EmitBytes(std::vector<uint8_t>(text.begin(), text.end()));
+  auto guest = MustCreate(code);
+  ASSERT_NE(guest, nullptr);
+  MachineExit exit = guest->Run();
+  EXPECT_EQ(exit.cause, MachineExit::Cause::kExitPort) << exit.reason;
+  EXPECT_EQ(guest->SerialOutput(), text);
+}
+
+// Records MMIO accesses; reads answer 0x2A.
+class RecordingDevice : public hw::BusDevice {
+ public:
+  struct Access {
+    uint64_t offset;
+    uint64_t value;
+    size_t size;
+    bool is_write;
+  };
+  void Read(uint64_t offset, std::span<uint8_t> data) override {
+    std::memset(data.data(), 0, data.size());
+    data[0] = 0x2A;
+    Record({offset, 0, data.size(), false});
+  }
+  void Write(uint64_t offset, std::span<const uint8_t> data) override {
+    uint64_t value = 0;
+    std::memcpy(&value, data.data(), std::min(data.size(), sizeof(value)));
+    Record({offset, value, data.size(), true});
+  }
+  std::vector<Access> accesses() {
+    util::MutexLock lock(&mutex_);
+    return accesses_;
+  }
+
+ private:
+  void Record(Access access) {
+    util::MutexLock lock(&mutex_);
+    accesses_.push_back(access);
+  }
+  util::Mutex mutex_;
+  std::vector<Access> accesses_ ABSL_GUARDED_BY(mutex_);
+};
+
+constexpr uint64_t kDeviceBase = 0xD0000000;
+
+TEST(TinyGuestTest, MmioAccessesReachTheDevice) {
+  REQUIRE_KVM();
+  RealModeCode code;
+  // DS.base = kDeviceBase, so [0x10] is kDeviceBase + 0x10.
+  code.StoreDword(0x10, 0x12345678).LoadAl(0x20).OutAl(0xF4).Spin();
+  auto guest = MustCreate(code, {.data_segment_base = kDeviceBase});
+  ASSERT_NE(guest, nullptr);
+  RecordingDevice device;
+  ASSERT_TRUE(guest->machine().AddMmioDevice(kDeviceBase, 0x1000, &device, "recorder").ok());
+  MachineExit exit = guest->Run();
+  EXPECT_EQ(exit.status, 0x2A) << exit.reason;
+  std::vector<RecordingDevice::Access> accesses = device.accesses();
+  ASSERT_EQ(accesses.size(), 2u);
+  EXPECT_TRUE(accesses[0].is_write);
+  EXPECT_EQ(accesses[0].offset, 0x10u);
+  EXPECT_EQ(accesses[0].size, 4u);
+  EXPECT_EQ(accesses[0].value, 0x12345678u);
+  EXPECT_FALSE(accesses[1].is_write);
+  EXPECT_EQ(accesses[1].offset, 0x20u);
+}
+
+TEST(TinyGuestTest, MatchingWriteSignalsTheIoEventFdInsteadOfExiting) {
+  REQUIRE_KVM();
+  RealModeCode code;
+  code.StoreDword(0x50, 3).StoreDword(0x50, 4).Exit(0).Spin();
+  auto guest = MustCreate(code, {.data_segment_base = kDeviceBase});
+  ASSERT_NE(guest, nullptr);
+  RecordingDevice device;
+  ASSERT_TRUE(guest->machine().AddMmioDevice(kDeviceBase, 0x1000, &device, "recorder").ok());
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(guest->machine().RegisterIoEventFd(kDeviceBase + 0x50, 4, 3, fd).ok());
+  MachineExit exit = guest->Run();
+  EXPECT_EQ(exit.cause, MachineExit::Cause::kExitPort) << exit.reason;
+  uint64_t count = 0;
+  EXPECT_EQ(read(fd, &count, sizeof(count)), static_cast<ssize_t>(sizeof(count)));
+  EXPECT_EQ(count, 1u);
+  // Only the non-matching value exited to userspace.
+  std::vector<RecordingDevice::Access> accesses = device.accesses();
+  ASSERT_EQ(accesses.size(), 1u);
+  EXPECT_EQ(accesses[0].value, 4u);
+  EXPECT_TRUE(guest->machine().UnregisterIoEventFd(kDeviceBase + 0x50, 4, 3, fd).ok());
+  close(fd);
+}
+
+TEST(TinyGuestTest, UnknownPortsReadAllOnesAndAreRememberedOnce) {
+  REQUIRE_KVM();
+  RealModeCode code;
+  code.InAl(0x99).InAl(0x99).OutAl(0x99).OutAl(0xF4).Spin();
+  auto guest = MustCreate(code);
+  ASSERT_NE(guest, nullptr);
+  MachineExit exit = guest->Run();
+  EXPECT_EQ(exit.cause, MachineExit::Cause::kExitPort) << exit.reason;
+  EXPECT_EQ(exit.status, 0xFF);
+  EXPECT_EQ(guest->machine().port_bus().unclaimed_address_count(), 1u);
+}
+
+TEST(TinyGuestTest, I8042ResetEndsTheRunLikeAReboot) {
+  REQUIRE_KVM();
+  RealModeCode code;
+  code.MovAl(0xFE).OutAl(0x64).Spin();
+  auto guest = MustCreate(code);
+  ASSERT_NE(guest, nullptr);
+  MachineExit exit = guest->Run();
+  EXPECT_EQ(exit.cause, MachineExit::Cause::kReset) << exit.reason;
+  EXPECT_EQ(exit.status, 0);
+}
+
+TEST(TinyGuestTest, AcpiSleepControlS5PowersOff) {
+  REQUIRE_KVM();
+  RealModeCode code;
+  // WAK_STS first (must not power off), then SLP_TYP=5 | SLP_EN.
+  code.MovDx(0x600).MovAl(0x80).OutDxAl().MovAl(0x34).OutDxAl().Spin();
+  auto guest = MustCreate(code);
+  ASSERT_NE(guest, nullptr);
+  MachineExit exit = guest->Run();
+  EXPECT_EQ(exit.cause, MachineExit::Cause::kPowerOff) << exit.reason;
+  EXPECT_EQ(exit.status, 0);
+}
+
+TEST(TinyGuestTest, BusyLoopingVcpuIsKickedOutOnStop) {
+  REQUIRE_KVM();
+  RealModeCode code;
+  code.Spin();
+  auto guest = MustCreate(code, {.vcpu_count = 2});
+  ASSERT_NE(guest, nullptr);
+  Machine& machine = guest->machine();
+  std::thread stopper([&machine] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    machine.RequestStop({MachineExit::Cause::kVmmFailure, 1, "stopped by the test"});
+  });
+  auto start = std::chrono::steady_clock::now();
+  MachineExit exit = guest->Run();
+  auto elapsed = std::chrono::steady_clock::now() - start;
+  stopper.join();
+  EXPECT_EQ(exit.reason, "stopped by the test");
+  EXPECT_LT(elapsed, std::chrono::seconds(5));
+}
+
+TEST(TinyGuestTest, SigtermStopsTheRunInOrder) {
+  REQUIRE_KVM();
+  RealModeCode code;
+  code.Spin();
+  auto guest = MustCreate(code);
+  ASSERT_NE(guest, nullptr);
+  // Created after the Machine: SIGTERM is blocked here too, so it can only
+  // reach the machine's signalfd.
+  std::thread signaller([] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    kill(getpid(), SIGTERM);
+  });
+  MachineExit exit = guest->Run();
+  signaller.join();
+  EXPECT_EQ(exit.cause, MachineExit::Cause::kSignal);
+  EXPECT_EQ(exit.status, 128 + SIGTERM);
+  EXPECT_THAT(exit.reason, HasSubstr("SIGTERM"));
+}
+
+TEST(TinyGuestTest, UartTransmitEmptyInterruptReachesTheGuest) {
+  REQUIRE_KVM();
+  RealModeCode code;
+  // IRQ 4 -> PIC vector 0x0C: its real-mode IVT entry is at 0x30.
+  code.Cli();
+  const size_t handler_patch = code.bytes().size() + 4;  // imm16 of the next store
+  code.StoreWord(0x30, 0).StoreWord(0x32, 0);
+  // Master PIC: ICW1 (edge, ICW4), ICW2 vector base 0x08, ICW3, ICW4 8086 mode,
+  // then unmask IRQ 4 only.
+  code.MovAl(0x11).OutAl(0x20).MovAl(0x08).OutAl(0x21).MovAl(0x04).OutAl(0x21);
+  code.MovAl(0x01).OutAl(0x21).MovAl(0xEF).OutAl(0x21);
+  // UART: enable the THR-empty interrupt; THR is empty, so it fires.
+  code.MovDx(0x3F9).MovAl(0x02).OutDxAl().Sti();
+  const uint16_t loop = code.here();
+  code.Hlt().Emit({0xEB, static_cast<uint8_t>(loop - (code.here() + 2))});
+  const uint16_t handler = code.here();
+  // Handler: report IIR through the exit port.
+  code.MovDx(0x3FA).InAlDx().OutAl(0xF4).Spin();
+  std::vector<uint8_t> bytes = code.bytes();
+  bytes[handler_patch] = handler & 0xFF;
+  bytes[handler_patch + 1] = handler >> 8;
+  auto guest = TinyGuest::CreateRealMode(bytes);
+  ASSERT_TRUE(guest.ok()) << guest.status();
+  MachineExit exit = (*guest)->Run();
+  EXPECT_EQ(exit.cause, MachineExit::Cause::kExitPort) << exit.reason;
+  EXPECT_EQ(exit.status, 0x02);  // IIR: THR empty, FIFOs off
+}
+
+TEST(TinyGuestTest, GuestThatCannotContinueIsAFailureWithRegisters) {
+  REQUIRE_KVM();
+  // The boot IDT has a limit of 7 (no usable gate): int3 cannot be
+  // delivered, nor the #GP and #DF that follow, so a hardware CPU shuts down
+  // (triple fault). The software KVM of our test hosts cannot emulate int3
+  // at all and reports an emulation failure instead. Either must end the
+  // run as a guest failure with the vCPU's registers, never as a success.
+  std::vector<uint8_t> code = {0xCC, 0xEB, 0xFE};
+  auto guest = TinyGuest::CreateLongMode(code);
+  ASSERT_TRUE(guest.ok()) << guest.status();
+  MachineExit exit = (*guest)->Run();
+  EXPECT_EQ(exit.cause, MachineExit::Cause::kGuestFailure) << exit.reason;
+  EXPECT_EQ(exit.status, 1);
+  EXPECT_THAT(exit.reason,
+              ContainsRegex("(KVM_EXIT_SHUTDOWN|KVM_EXIT_INTERNAL_ERROR).*RIP=0x[0-9a-f]+ RSP="));
+}
+
+TEST(TinyGuestTest, LongModePayloadPrintsAndWritesMmio) {
+  REQUIRE_KVM();
+  std::vector<uint8_t> code = {
+      0x66, 0xBA, 0xF8, 0x03,  // mov dx, 0x3f8
+      0xB0, 'o', 0xEE,         // mov al, 'o'; out dx, al
+      0xB0, 'k', 0xEE,         // mov al, 'k'; out dx, al
+      0xB8, 0x78, 0x56, 0x34, 0x12,  // mov eax, 0x12345678
+      0xA3, 0x10, 0x00, 0x00, 0xD0, 0x00, 0x00, 0x00, 0x00,  // mov [0xD0000010], eax
+      0xB0, 0x07, 0xE6, 0xF4,  // exit 7
+      0xEB, 0xFE,
+  };
+  auto guest = TinyGuest::CreateLongMode(code);
+  ASSERT_TRUE(guest.ok()) << guest.status();
+  RecordingDevice device;
+  ASSERT_TRUE((*guest)->machine().AddMmioDevice(kDeviceBase, 0x1000, &device, "recorder").ok());
+  MachineExit exit = (*guest)->Run();
+  EXPECT_EQ(exit.status, 7) << exit.reason;
+  EXPECT_EQ((*guest)->SerialOutput(), "ok");
+  std::vector<RecordingDevice::Access> accesses = device.accesses();
+  ASSERT_EQ(accesses.size(), 1u);
+  EXPECT_EQ(accesses[0].offset, 0x10u);
+  EXPECT_EQ(accesses[0].value, 0x12345678u);
+}
+
+}  // namespace
+}  // namespace kvmini::vmm::testing
