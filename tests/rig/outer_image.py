@@ -305,11 +305,7 @@ def prepare(cache_dir, deadline, note):
     try:
         kernel_package, kernel_version = remembered_kernel_package(cache_dir, deadline)
     except RigError as error:
-        fallback = newest_entry(cache_dir)
-        if fallback is None:
-            raise
-        note(f"warning: {error}\nreusing the cached kernel in {fallback}")
-        return fallback, False
+        return _fall_back(cache_dir, error, note), False
     final = os.path.join(cache_dir, entry_name(kernel_package, kernel_version, busybox))
     if entry_complete(final):
         return final, False
@@ -323,9 +319,14 @@ def prepare(cache_dir, deadline, note):
         try:
             build_entry(final, kernel_package, kernel_version, cache_dir, deadline, note)
         except RigError as error:
-            fallback = newest_entry(cache_dir)
-            if fallback is None:
-                raise
-            note(f"warning: {error}\nreusing the older cached kernel in {fallback}")
-            return fallback, False
+            return _fall_back(cache_dir, error, note), False
     return final, True
+
+
+def _fall_back(cache_dir, error, note):
+    """Offline (or apt broken) with an older complete entry: use it."""
+    fallback = newest_entry(cache_dir)
+    if fallback is None:
+        raise error
+    note(f"warning: {error}\nreusing the older cached kernel in {fallback}")
+    return fallback

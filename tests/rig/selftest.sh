@@ -218,14 +218,27 @@ EOF
     ;;
 
   offline)
-    # No route to the Debian mirror and nothing cached: a clear rig failure.
+    # An older entry to fall back on: a copy of the default cache's entry
+    # under an older kernel's name (same recipe).
+    "$RIG" --prepare 2> "$work/err" || { cat "$work/err"; fail "cannot fill the default cache"; }
+    entry=$(ls -d "$(default_cache)"/linux-image-* | head -n 1)
+    mkdir -p "$work/older"
+    cp -r "$entry" "$work/older/linux-image-0.0.0-0-amd64_0-busybox_0-${entry##*-}"
+
+    # No route to the Debian mirror from here on.
     export http_proxy=http://127.0.0.1:9 https_proxy=http://127.0.0.1:9
-    start_watched --cache "$work/cache" --prepare
+    start_watched --cache "$work/empty" --prepare
     finish_watched
     cat "$work/err"
-    expect_status "$RIG_FAILURE" "$status" "--prepare without network"
+    expect_status "$RIG_FAILURE" "$status" "--prepare without network and an empty cache"
     expect_in "$work/err" "cannot download the outer machine's kernel" "offline message"
-    expect_no_leftovers "$work/cache"
+    expect_no_leftovers "$work/empty"
+
+    "$RIG" --cache "$work/older" --prepare 2> "$work/err"
+    status=$?
+    cat "$work/err"
+    expect_status 0 "$status" "--prepare without network and an older entry"
+    expect_in "$work/err" "reusing the older cached kernel" "fallback warning"
     ;;
 
   errors)
