@@ -22,8 +22,10 @@ usage: $0 [--flavour cloud|generic] [--extra-modules M1,M2,...] [--compression g
 Builds OUTDIR/vmlinuz and OUTDIR/initrd.img (gzip cpio) from Debian packages:
 the kernel the linux-image-<flavour> metapackage depends on, busybox-static,
 the virtio/virtio-mmio/virtio-blk/scsi/sd/virtio-scsi modules, dash, fio,
-sg3-utils, blkdiscard and guest-exit. Skips the work when OUTDIR already holds an image of
-the same package versions and scripts.
+sg3-utils, blkdiscard and guest-exit. OUTDIR/initrd-base.img is the same
+without fio (whose libraries are 80 MB): for boots that need no fio. Skips
+the work when OUTDIR already holds an image of the same package versions and
+scripts.
 
   --flavour cloud|generic   linux-image-cloud-amd64 (default) or linux-image-amd64
   --extra-modules LIST      more kernel modules to load at boot (e.g. virtio_pci)
@@ -103,18 +105,22 @@ fetch_packages "$kernel_package" kmod libkmod2 "${USER_PACKAGES[@]}"
 
 install_kernel "$kernel_package" "$kernel_release" "$work/vmlinuz" \
 	"${BASE_MODULES[@]}" "${extra_module_list[@]}"
-install_userland "$work"
+install_userland
 install_init "$SCRIPT_DIR/init"
 build_guest_exit "$SCRIPT_DIR/src/guest-exit.c"
+pack_initramfs "$work/initrd-base.img" "$compression"
+base_unpacked=$(du -sb "$image" | cut -f1)
+install_fio
 pack_initramfs "$work/initrd.img" "$compression"
 
 mv -f "$work/vmlinuz" "$outdir/vmlinuz"
+mv -f "$work/initrd-base.img" "$outdir/initrd-base.img"
 mv -f "$work/initrd.img" "$outdir/initrd.img"
 echo "$kernel_release" >"$outdir/kernel-release"
 write_manifest "$outdir/manifest.txt" "$kernel_release"
 write_stamp "$stamp_file" "$recipe_hash"
 
 elapsed=$(awk -v start="$start_seconds" -v end="$(date +%s.%N)" 'BEGIN { printf "%.1f", end - start }')
-printf 'built %s: vmlinuz %s bytes, initrd.img %s bytes (%s bytes unpacked), %s s\n' \
-	"$outdir" "$(stat -c %s "$outdir/vmlinuz")" "$(stat -c %s "$outdir/initrd.img")" \
-	"$(du -sb "$image" | cut -f1)" "$elapsed"
+printf 'built %s in %s s: vmlinuz %s bytes, initrd.img %s bytes (%s unpacked), initrd-base.img %s bytes (%s unpacked)\n' \
+	"$outdir" "$elapsed" "$(stat -c %s "$outdir/vmlinuz")" "$(stat -c %s "$outdir/initrd.img")" \
+	"$(du -sb "$image" | cut -f1)" "$(stat -c %s "$outdir/initrd-base.img")" "$base_unpacked"

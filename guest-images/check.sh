@@ -2,14 +2,14 @@
 # Self-check of a built guest image: boots it under QEMU (TCG, so it runs on
 # any host) and checks the /init contract: the ready marker, every module
 # loaded, fio/sg3-utils/util-linux blkdiscard/guest-exit working, the exit
-# status reaching port 0xf4, and the interactive shell when no command is
-# given. Usage: guest-images/check.sh IMAGEDIR (made by build.sh).
+# status reaching port 0xf4 (initrd.img and initrd-base.img), and the
+# interactive shell when no command is given. Usage: guest-images/check.sh IMAGEDIR (made by build.sh).
 # Prints "N passed, M failed"; exits non-zero if any check fails.
 set -euo pipefail
 
 [ $# -eq 1 ] || { echo "usage: $0 IMAGEDIR" >&2; exit 2; }
 image_dir=$(cd "$1" && pwd)
-for file in vmlinuz initrd.img manifest.txt; do
+for file in vmlinuz initrd.img initrd-base.img manifest.txt; do
 	[ -f "$image_dir/$file" ] || { echo "check.sh: $image_dir/$file is missing: build it with guest-images/build.sh" >&2; exit 2; }
 done
 command -v qemu-system-x86_64 >/dev/null || { echo "check.sh: qemu-system-x86_64 is missing (apt-get install qemu-system-x86)" >&2; exit 2; }
@@ -40,9 +40,13 @@ for module in $(cat /etc/kvmini/modules); do
 	name=$(basename "$module" .ko | tr - _)
 	grep -q "^$name " /proc/modules && echo "loaded $name" || echo "NOT LOADED $name"
 done
-fio --version
-fio --name=smoke --filename=/tmp/fio.dat --size=1M --bs=4k --rw=randwrite --ioengine=psync \
-	--minimal >/dev/null && echo "fio ran a job"
+if [ -e /usr/bin/fio ]; then
+	fio --version
+	fio --name=smoke --filename=/tmp/fio.dat --size=1M --bs=4k --rw=randwrite --ioengine=psync \
+		--minimal >/dev/null && echo "fio ran a job"
+else
+	echo "image without fio"
+fi
 sg_inq --version 2>&1 | head -n 1
 blkdiscard -V
 guest-exit --help >/dev/null 2>&1; echo "guest-exit usage status $?"
@@ -50,45 +54,60 @@ exit 7
 EOF
 chmod 755 "$work/overlay/guest-check"
 (cd "$work/overlay" && echo guest-check | busybox cpio -o -H newc -R 0:0 2>/dev/null) >"$work/overlay.cpio"
-# The kernel looks for an uncompressed archive after a compressed one only at a
-# 4-byte-aligned offset, skipping zero bytes up to it.
-cp "$image_dir/initrd.img" "$work/initrd.img"
-truncate -s %4 "$work/initrd.img"
-cat "$work/overlay.cpio" >>"$work/initrd.img"
 
-qemu() { # stdin, then kernel command line
-	timeout "$boot_timeout" qemu-system-x86_64 -M pc -accel tcg -cpu max -m 512 -nographic \
-		-nodefaults -no-user-config -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=1 \
-		-kernel "$image_dir/vmlinuz" -initrd "$work/initrd.img" -append "console=ttyS0 $1"
+# Prints the path of a copy of the given initrd with the overlay appended.
+with_overlay() {
+	local copy=$work/${1##*/}
+	cp "$1" "$copy"
+	# The kernel looks for an archive that follows a compressed one only at
+	# 4-byte-aligned offsets, skipping zero bytes up to it.
+	truncate -s %4 "$copy"
+	cat "$work/overlay.cpio" >>"$copy"
+	echo "$copy"
 }
 
-# 1. A command after " -- ": its status 7 leaves QEMU with (7 << 1) | 1.
-start=$(date +%s.%N)
-status=0
-qemu '-- /guest-check' </dev/null >"$work/command.raw" 2>&1 || status=$?
-tr -d '\r' <"$work/command.raw" >"$work/command.log"
-seconds=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
-# Substring matches: kernel messages may share a line with the guest's output.
-check "ready marker printed" has_text "$work/command.log" "kvmini-guest: init ready"
-check "no module failed to load" lacks_text "$work/command.log" "module load failed"
-while read -r module; do
-	name=$(basename "$module" .ko | tr - _)
-	check "module $name loaded" has_line "$work/command.log" "loaded $name"
-done < <(sed -n 's/^modules //p' "$image_dir/manifest.txt" | tr ' ' '\n' | grep .)
-check "fio runs (libraries resolve)" has_text "$work/command.log" "fio-3"
-check "fio runs a job" has_line "$work/command.log" "fio ran a job"
-check "sg_inq runs" has_text "$work/command.log" "Version string:"
-check "blkdiscard is util-linux's" has_text "$work/command.log" "blkdiscard from util-linux"
-check "guest-exit rejects bad usage" has_line "$work/command.log" "guest-exit usage status 2"
-check "exit status line printed" has_text "$work/command.log" "kvmini-guest: exit status 7"
-check "status 7 reaches port 0xf4 (QEMU exits 15, got $status)" test "$status" = 15
-echo "boot to exit with a command: $seconds s"
+qemu() { # stdin, then the initrd, then the kernel command line
+	timeout "$boot_timeout" qemu-system-x86_64 -M pc -accel tcg -cpu max -m 512 -nographic \
+		-nodefaults -no-user-config -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=1 \
+		-kernel "$image_dir/vmlinuz" -initrd "$1" -append "console=ttyS0 $2"
+}
+
+# A command after " -- ": its status 7 leaves QEMU with (7 << 1) | 1.
+check_command_boot() { # initrd, whether it has fio (yes/no)
+	local name=${1##*/} log=$work/${1##*/}.log status=0 start seconds module
+	start=$(date +%s.%N)
+	qemu "$(with_overlay "$1")" '-- /guest-check' </dev/null >"$log.raw" 2>&1 || status=$?
+	tr -d '\r' <"$log.raw" >"$log"
+	seconds=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
+	# Substring matches: kernel messages may share a line with the guest's output.
+	check "$name: ready marker printed" has_text "$log" "kvmini-guest: init ready"
+	check "$name: no module failed to load" lacks_text "$log" "module load failed"
+	while read -r module; do
+		module=$(basename "$module" .ko | tr - _)
+		check "$name: module $module loaded" has_line "$log" "loaded $module"
+	done < <(sed -n 's/^modules //p' "$image_dir/manifest.txt" | tr ' ' '\n' | grep .)
+	if [ "$2" = yes ]; then
+		check "$name: fio runs (libraries resolve)" has_text "$log" "fio-3"
+		check "$name: fio runs a job" has_line "$log" "fio ran a job"
+	else
+		check "$name: has no fio" has_line "$log" "image without fio"
+	fi
+	check "$name: sg_inq runs" has_text "$log" "Version string:"
+	check "$name: blkdiscard is util-linux's" has_text "$log" "blkdiscard from util-linux"
+	check "$name: guest-exit rejects bad usage" has_line "$log" "guest-exit usage status 2"
+	check "$name: exit status line printed" has_text "$log" "kvmini-guest: exit status 7"
+	check "$name: status 7 reaches port 0xf4 (QEMU exits 15, got $status)" test "$status" = 15
+	echo "$name: boot to exit with a command: $seconds s"
+}
+
+check_command_boot "$image_dir/initrd.img" yes
+check_command_boot "$image_dir/initrd-base.img" no
 
 # 2. No command: an interactive shell on the console; its exit status ends the VM.
 mkfifo "$work/console-in"
 {
 	shell_status=0
-	qemu '' <"$work/console-in" >"$work/shell.raw" 2>&1 || shell_status=$?
+	qemu "$image_dir/initrd-base.img" '' <"$work/console-in" >"$work/shell.raw" 2>&1 || shell_status=$?
 	echo "$shell_status" >"$work/shell.status"
 } &
 qemu_pipeline=$!

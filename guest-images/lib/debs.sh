@@ -146,7 +146,10 @@ write_stamp() {
 # version of every package the image was built from.
 image_is_current() {
 	local stamp_file=$1 recipe_hash=$2 outdir=$3 recorded current
-	[ -f "$stamp_file" ] && [ -f "$outdir/vmlinuz" ] && [ -f "$outdir/initrd.img" ] || return 1
+	local file
+	for file in "$stamp_file" "$outdir/vmlinuz" "$outdir/initrd.img" "$outdir/initrd-base.img"; do
+		[ -f "$file" ] || return 1
+	done
 	[ "$(head -n 1 "$stamp_file")" = "recipe $recipe_hash" ] || return 1
 	recorded=$(tail -n +2 "$stamp_file")
 	[ -n "$recorded" ] || return 1

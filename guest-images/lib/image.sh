@@ -87,6 +87,7 @@ copy_from_package() {
 	local package=$1 rel=$2 root=${PACKAGE_ROOT[$1]} target hops=0
 	while [ -L "$root/$rel" ]; do
 		mkdir -p "$image/$(dirname "$rel")"
+		rm -f "$image/$rel" # cp would write through an existing link (to the host's /bin/busybox)
 		cp -P "$root/$rel" "$image/$rel"
 		target=$(readlink "$root/$rel")
 		case "$target" in
@@ -98,6 +99,7 @@ copy_from_package() {
 	done
 	[ -f "$root/$rel" ] || die "$package: /$rel is missing (a link points outside the package?)"
 	mkdir -p "$image/$(dirname "$rel")"
+	rm -f "$image/$rel"
 	cp "$root/$rel" "$image/$rel"
 	OWNER_OF[$rel]=$package
 	COPIED=$rel
@@ -178,16 +180,14 @@ resolve_libraries() {
 	done
 }
 
-# dash as /bin/sh, fio, sg3-utils, blkdiscard and their libraries, then
-# busybox with a link per applet that no real program of the same name
-# shadows. dash is /bin/sh (as on Debian) because the static busybox's own
-# shell runs its applets before anything on PATH: under it `blkdiscard`
-# would be busybox's, not util-linux's.
+# dash as /bin/sh, sg3-utils, blkdiscard and their libraries, then busybox
+# with a link per applet that no real program of the same name shadows. dash
+# is /bin/sh (as on Debian) because the static busybox's own shell runs its
+# applets before anything on PATH: under it `blkdiscard` would be busybox's,
+# not util-linux's.
 install_userland() {
 	local elf_files=() rel
 	copy_from_package dash bin/sh
-	elf_files+=("$COPIED")
-	copy_from_package fio usr/bin/fio
 	elf_files+=("$COPIED")
 	for rel in $(cd "${PACKAGE_ROOT[sg3-utils]}" && find usr/bin usr/sbin bin sbin -type f 2>/dev/null | LC_ALL=C sort); do
 		LC_ALL=C readelf -h "${PACKAGE_ROOT[sg3-utils]}/$rel" >/dev/null 2>&1 || continue # skip scripts
@@ -213,6 +213,13 @@ install_userland() {
 		ln -s /bin/busybox "$image/$applet"
 	done < <("$image/bin/busybox" --list-full)
 	write_profile "${shadowed[@]}"
+}
+
+# fio and its libraries: about 80 MB unpacked, hence last and separate, so
+# that the image without it can be packed first.
+install_fio() {
+	copy_from_package fio usr/bin/fio
+	resolve_libraries "$COPIED"
 }
 
 # /etc/profile of the interactive shell (busybox ash, for its line editing):
