@@ -49,19 +49,29 @@ class BlockBackend {
   static absl::StatusOr<std::unique_ptr<BlockBackend>> Open(const std::string& path,
                                                             const BlockOptions& options,
                                                             util::AioContext& context);
+  // Destroy it drained, from the main loop thread, not from inside one of
+  // its own completion callbacks.
   virtual ~BlockBackend() = default;
 
   virtual const std::string& path() const = 0;
   virtual uint64_t size_bytes() const = 0;
   virtual bool read_only() const = 0;
   // Buffer address/length/offset alignment the image needs (512 or 4096
-  // with O_DIRECT, 1 otherwise); misaligned requests are bounced internally.
+  // with O_DIRECT, 1 otherwise). Misaligned buffers are bounced internally,
+  // as are reads at misaligned offsets/lengths. A write whose offset or
+  // length is not a multiple of alignment() fails with -EINVAL (it would
+  // need a read-modify-write racing with other writes): a device advertises
+  // alignment() as its block size so guests never send one.
   virtual uint32_t alignment() const = 0;
+  // The engine doing the I/O: kIoUring or kThreads for image files. Not
+  // pure so test doubles need not care; their kAuto means "no engine".
+  virtual AioEngine engine() const { return AioEngine::kAuto; }
 
   // From the attached context's thread. `buffers` point into guest memory and
   // must stay valid until the completion runs. Ranges beyond the end of the
   // image fail with -EINVAL (reads and writes alike); writes, discards and
-  // write-zeroes on a read-only backend fail with -EROFS.
+  // write-zeroes on a read-only backend fail with -EROFS. Inside the image,
+  // a read past the end of a file that shrank under us returns zeroes.
   virtual void Read(uint64_t offset, std::vector<iovec> buffers, Completion done) = 0;
   virtual void Write(uint64_t offset, std::vector<iovec> buffers, Completion done) = 0;
   virtual void Flush(Completion done) = 0;

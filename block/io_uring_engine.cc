@@ -1,0 +1,168 @@
+#include "block/io_uring_engine.h"
+
+#include <linux/falloc.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "util/check.h"
+#include "util/log.h"
+
+namespace kvmini::block {
+namespace {
+// How long to wait before retrying a submission the kernel refused for lack
+// of resources while nothing of ours was in flight to wake us up.
+constexpr absl::Duration kSubmitRetryDelay = absl::Milliseconds(1);
+constexpr unsigned kReapBatch = 64;
+}  // namespace
+
+IoUringEngine::IoUringEngine(util::AioContext& context) : context_(context) {
+  setup_status_ = SetUp();
+}
+
+absl::Status IoUringEngine::SetUp() {
+  io_uring_params params{};
+  // SUBMIT_ALL: one bad SQE must not hold back the rest of the batch.
+  params.flags = IORING_SETUP_SUBMIT_ALL;
+  params.cq_entries = 2 * kRingEntries;
+  params.flags |= IORING_SETUP_CQSIZE;
+  int result = io_uring_queue_init_params(kRingEntries, &ring_, &params);
+  if (result == -EINVAL) {
+    // Kernels before 5.18 reject SUBMIT_ALL; without it a failed SQE ends
+    // the submission early and the rest simply goes out in the next batch.
+    params = io_uring_params{};
+    params.cq_entries = 2 * kRingEntries;
+    params.flags = IORING_SETUP_CQSIZE;
+    result = io_uring_queue_init_params(kRingEntries, &ring_, &params);
+  }
+  if (result < 0) {
+    return absl::ErrnoToStatus(-result, "io_uring_setup");
+  }
+  ring_ready_ = true;
+  completion_capacity_ = params.cq_entries;
+
+  event_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (event_fd_ < 0) return absl::ErrnoToStatus(errno, "eventfd for io_uring completions");
+  result = io_uring_register_eventfd(&ring_, event_fd_);
+  if (result < 0) return absl::ErrnoToStatus(-result, "io_uring_register_eventfd");
+
+  submit_bh_ = context_.NewBottomHalf([this] { SubmitBatch(); });
+  return context_.SetFdHandler(event_fd_, [this] { ReapCompletions(); });
+}
+
+IoUringEngine::~IoUringEngine() {
+  if (event_fd_ >= 0) context_.RemoveFdHandler(event_fd_);
+  submit_bh_.reset();
+  if (in_kernel_ > 0 || prepared_ > 0 || !waiting_.empty()) {
+    // A backend was destroyed (or its context torn down) without Drain():
+    // the owners of these operations will never hear back.
+    KVMINI_LOG(Error) << "io_uring of event loop '" << context_.name() << "' destroyed with "
+                      << in_kernel_ + prepared_ + waiting_.size()
+                      << " operations unfinished";
+  }
+  if (ring_ready_) io_uring_queue_exit(&ring_);
+  if (event_fd_ >= 0) close(event_fd_);
+}
+
+void IoUringEngine::Submit(IoOperation* operation) {
+  if (waiting_.empty() && HasRoom() && Prepare(operation)) {
+    ++prepared_;
+  } else {
+    waiting_.push_back(operation);
+  }
+  submit_bh_->Schedule();
+}
+
+bool IoUringEngine::Prepare(IoOperation* operation) {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  if (sqe == nullptr) return false;
+  switch (operation->kind) {
+    case IoOperation::Kind::kReadv:
+      io_uring_prep_readv(sqe, operation->fd, operation->iov,
+                          static_cast<unsigned>(operation->iov_count), operation->offset);
+      break;
+    case IoOperation::Kind::kWritev:
+      io_uring_prep_writev(sqe, operation->fd, operation->iov,
+                           static_cast<unsigned>(operation->iov_count), operation->offset);
+      break;
+    case IoOperation::Kind::kDataSync:
+      io_uring_prep_fsync(sqe, operation->fd, IORING_FSYNC_DATASYNC);
+      break;
+    case IoOperation::Kind::kFallocate:
+      io_uring_prep_fallocate(sqe, operation->fd, operation->fallocate_mode,
+                              static_cast<off_t>(operation->offset),
+                              static_cast<off_t>(operation->length));
+      break;
+  }
+  io_uring_sqe_set_data(sqe, operation);
+  return true;
+}
+
+void IoUringEngine::SubmitBatch() {
+  while (!waiting_.empty() && HasRoom() && Prepare(waiting_.front())) {
+    waiting_.pop_front();
+    ++prepared_;
+  }
+  if (prepared_ == 0) return;
+  int result;
+  do {
+    result = io_uring_submit(&ring_);
+  } while (result == -EINTR);
+  if (result >= 0) {
+    prepared_ -= static_cast<unsigned>(result);
+    in_kernel_ += static_cast<unsigned>(result);
+  } else {
+    // Anything else means a broken ring (a bug), not a failed request:
+    // per-request errors arrive in the completions.
+    KVMINI_CHECK(result == -EAGAIN || result == -EBUSY,
+                 absl::StrCat("io_uring_submit failed: ", strerror(-result)));
+  }
+  if (prepared_ > 0 || !waiting_.empty()) {
+    if (in_kernel_ > 0) {
+      // Reaping completions frees room and submits the rest.
+      return;
+    }
+    if (result > 0) {
+      submit_bh_->Schedule();
+    } else if (!retry_timer_armed_) {
+      // The kernel is short of resources and nothing of ours is in flight
+      // to make room: try again shortly rather than spin.
+      retry_timer_armed_ = true;
+      context_.AddTimer(absl::Now() + kSubmitRetryDelay, [this] {
+        retry_timer_armed_ = false;
+        SubmitBatch();
+      });
+    }
+  }
+}
+
+void IoUringEngine::ReapCompletions() {
+  // Cleared before looking at the ring, so a completion posted after the
+  // last look sets it again and wakes the loop.
+  eventfd_t ignored;
+  (void)eventfd_read(event_fd_, &ignored);
+  std::array<io_uring_cqe*, kReapBatch> cqes;
+  std::array<std::pair<IoOperation*, int>, kReapBatch> finished;
+  while (true) {
+    unsigned count = io_uring_peek_batch_cqe(&ring_, cqes.data(), kReapBatch);
+    if (count == 0) break;
+    for (unsigned i = 0; i < count; ++i) {
+      finished[i] = {static_cast<IoOperation*>(io_uring_cqe_get_data(cqes[i])), cqes[i]->res};
+    }
+    // Released before the callbacks run: they may submit more, or poll the
+    // loop (and so come back here) themselves.
+    io_uring_cq_advance(&ring_, count);
+    in_kernel_ -= count;
+    for (unsigned i = 0; i < count; ++i) {
+      finished[i].first->Finished(finished[i].second);
+    }
+  }
+  if (prepared_ > 0 || !waiting_.empty()) submit_bh_->Schedule();
+}
+
+}  // namespace kvmini::block
