@@ -71,6 +71,8 @@ ln -sf /proc/self/fd/1 /host/dev/stdout
 ln -sf /proc/self/fd/2 /host/dev/stderr
 # 9p cannot hold sockets, FIFOs or device nodes: /run (and $TMPDIR in it)
 # is a tmpfs.
+# Tests may talk to themselves over 127.0.0.1; there is no other network.
+ip link set lo up
 mount -t tmpfs -o mode=755 tmpfs /host/run || fail "cannot mount a tmpfs on /run in the chroot"
 mkdir -p -m 1777 /host/run/kvmini-rig-tmp
 

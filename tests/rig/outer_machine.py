@@ -6,6 +6,7 @@ import collections
 import fcntl
 import os
 import re
+import resource
 import secrets
 import select
 import shlex
@@ -46,6 +47,13 @@ def job_script(command, environment, cwd):
     lines = ["# Written by run-with-kvm for one run."]
     lines += [f"export {name}={quote(value)}" for name, value in sorted(environment.items())]
     lines.append(f"export TMPDIR={INNER_TMPDIR} KVMINI_RIG_INSIDE=1")
+    # The caller's umask and open-file limit, not the outer init's.
+    umask = os.umask(0)
+    os.umask(umask)
+    open_files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lines.append(f"umask {umask:04o}")
+    if open_files != resource.RLIM_INFINITY:
+        lines.append(f"ulimit -n {open_files} 2>/dev/null")
     cd_failed = quote(f"run-with-kvm: cannot enter the working directory {cwd} inside the outer machine")
     lines.append(f"cd {quote(cwd)} || {{ echo {cd_failed} >&2; exit 125; }}")
     lines.append("set -- " + " ".join(quote(word) for word in command))
