@@ -76,7 +76,9 @@ std::vector<std::pair<uint16_t, BlkResult>> BlkDriver::Collect(uint16_t queue) {
     result.status = *memory_.ReadObject<uint8_t>(frame.status);
     result.used_length = element.length;
     result.in_data.resize(frame.in_length);
-    KVMINI_CHECK(memory_.Read(frame.data, result.in_data).ok(), "reading request data");
+    if (frame.in_length > 0) {
+      KVMINI_CHECK(memory_.Read(frame.data, result.in_data).ok(), "reading request data");
+    }
     free_frames_[queue].push_back(frame_index);
     results.emplace_back(static_cast<uint16_t>(element.id), std::move(result));
   }
