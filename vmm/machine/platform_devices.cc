@@ -12,6 +12,11 @@ constexpr uint16_t kPciConfigPortCount = 8;
 // 0x60 data .. 0x64 command/status; 0x61 inside the window is the PIT
 // speaker port, which KVM's PIT answers before it ever reaches us.
 constexpr uint16_t kI8042WindowSize = 5;
+// Before rebooting, x86 Linux stores its reboot mode at this address (the
+// BIOS data area's reset flag): 0x1234 for a warm reboot. The default
+// command line makes only a panic reboot warm (reboot=panic_warm).
+constexpr uint64_t kRebootModeAddress = 0x472;
+constexpr uint16_t kWarmRebootFlag = 0x1234;
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<PlatformDevices>> PlatformDevices::Create(
@@ -63,6 +68,15 @@ void PlatformDevices::PowerOff(absl::string_view source) {
 }
 
 void PlatformDevices::Reset(absl::string_view source) {
+  absl::StatusOr<uint16_t> reboot_mode =
+      machine_.memory().ReadObject<uint16_t>(kRebootModeAddress);
+  if (reboot_mode.ok() && *reboot_mode == kWarmRebootFlag) {
+    machine_.RequestStop({MachineExit::Cause::kGuestFailure, 1,
+                          absl::StrCat("guest kernel panicked (it rebooted in the warm mode that "
+                                       "reboot=panic_warm reserves for panics, through the ",
+                                       source, "); the panic message is on the serial console")});
+    return;
+  }
   machine_.RequestStop(
       {MachineExit::Cause::kReset, 0, absl::StrCat("guest rebooted (", source, ")")});
 }

@@ -1,0 +1,175 @@
+// The kvmini binary end to end on the local /dev/kvm, with a tiny bzImage
+// (tests/unit/vmm/machine/tiny_bzimage.h) standing in for Linux: the kernel
+// command line reaches the guest, the exit port sets the exit status,
+// SIGTERM stops a running guest in order, and each kind of bad usage exits
+// with status 2 and one line on stderr.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/unit/vmm/machine/tiny_bzimage.h"
+#include "tests/unit/vmm/machine/tiny_guest.h"
+
+extern char** environ;
+
+namespace kvmini::vmm::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  std::stringstream contents;
+  contents << file.rdbuf();
+  return contents.str();
+}
+
+struct Result {
+  int exit_status = -1;
+  std::string stderr_text;
+};
+
+class KvminiBinaryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char directory[] = "/tmp/kvmini-binary-test-XXXXXX";
+    ASSERT_NE(mkdtemp(directory), nullptr);
+    directory_ = directory;
+    kernel_ = directory_ + "/tiny.bzImage";
+    ASSERT_TRUE(WriteTinyBzImage(kernel_, 42).ok());
+  }
+  void TearDown() override {
+    std::string command = "rm -rf " + directory_;
+    ASSERT_EQ(system(command.c_str()), 0);
+  }
+
+  // Runs kvmini with `arguments`; sends `signal_number` after `delay` if set.
+  Result Run(const std::vector<std::string>& arguments, int signal_number = 0,
+             std::chrono::milliseconds delay = std::chrono::milliseconds(0)) {
+    std::string stderr_path = directory_ + "/stderr";
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderr_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    std::vector<std::string> all = {KVMINI_BINARY};
+    all.insert(all.end(), arguments.begin(), arguments.end());
+    std::vector<char*> argv;
+    for (std::string& argument : all) argv.push_back(argument.data());
+    argv.push_back(nullptr);
+    pid_t pid = -1;
+    Result result;
+    if (posix_spawn(&pid, KVMINI_BINARY, &actions, nullptr, argv.data(), environ) != 0) {
+      ADD_FAILURE() << "cannot start " << KVMINI_BINARY;
+      return result;
+    }
+    posix_spawn_file_actions_destroy(&actions);
+    if (signal_number != 0) {
+      std::this_thread::sleep_for(delay);
+      kill(pid, signal_number);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    result.exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 1000 + WTERMSIG(status);
+    result.stderr_text = ReadFile(stderr_path);
+    return result;
+  }
+  std::string SerialPath() const { return directory_ + "/serial.log"; }
+
+  std::string directory_;
+  std::string kernel_;
+};
+
+#define REQUIRE_KVM()                                              \
+  if (!KvmAvailable()) GTEST_SKIP() << "/dev/kvm is not available"
+
+TEST_F(KvminiBinaryTest, CommandLineReachesTheGuestAndExitPortSetsTheStatus) {
+  REQUIRE_KVM();
+  Result result = Run({"--kernel", kernel_, "--serial", "file:" + SerialPath(), "--cmdline",
+                       "hello", "--append", "-- sh -c 'exit 7'", "--memory", "64M"});
+  EXPECT_EQ(result.exit_status, 42) << result.stderr_text;
+  EXPECT_EQ(ReadFile(SerialPath()), "hello -- sh -c 'exit 7'");
+}
+
+TEST_F(KvminiBinaryTest, DefaultCommandLineIsPassed) {
+  REQUIRE_KVM();
+  Result result = Run({"--kernel", kernel_, "--serial", "file:" + SerialPath(), "--cpus", "2"});
+  EXPECT_EQ(result.exit_status, 42) << result.stderr_text;
+  EXPECT_THAT(ReadFile(SerialPath()), HasSubstr("console=ttyS0"));
+}
+
+TEST_F(KvminiBinaryTest, SigtermStopsARunningGuestInOrder) {
+  REQUIRE_KVM();
+  std::string spinning = directory_ + "/spin.bzImage";
+  ASSERT_TRUE(WriteTinyBzImage(spinning, 0, TinyKernelEnd::kSpin).ok());
+  Result result = Run({"--kernel", spinning, "--serial", "none"}, SIGTERM,
+                      std::chrono::milliseconds(300));
+  EXPECT_EQ(result.exit_status, 128 + SIGTERM);
+  EXPECT_THAT(result.stderr_text, HasSubstr("SIGTERM"));
+}
+
+TEST_F(KvminiBinaryTest, BadUsageExitsTwoWithOneLine) {
+  std::string not_a_kernel = directory_ + "/not-a-kernel";
+  {
+    std::ofstream file(not_a_kernel);
+    file << std::string(4096, 'x');
+  }
+  std::string big_initrd = directory_ + "/big-initrd";
+  ASSERT_EQ(truncate(big_initrd.c_str(), 0), -1);  // does not exist yet
+  {
+    std::ofstream file(big_initrd);
+  }
+  ASSERT_EQ(truncate(big_initrd.c_str(), 64 << 20), 0);
+  struct Case {
+    std::vector<std::string> arguments;
+    std::string expected;
+    bool needs_kvm;
+  };
+  const Case cases[] = {
+      {{}, "--kernel is required", false},
+      {{"--kernel", "/nonexistent/vmlinuz"}, "/nonexistent/vmlinuz", false},
+      {{"--kernel", kernel_, "--initrd", "/nonexistent/initrd"}, "/nonexistent/initrd", false},
+      {{"--kernel", kernel_, "--memory", "8M"}, "below the minimum", false},
+      {{"--kernel", kernel_, "--cpus", "999"}, "--cpus 999", false},
+      {{"--kernel", kernel_, "--serial", "file:/nonexistent/dir/log"}, "/nonexistent/dir/log",
+       true},
+      {{"--kernel", not_a_kernel, "--serial", "none"}, "not a bzImage", true},
+      {{"--kernel", kernel_, "--initrd", big_initrd, "--memory", "32M", "--serial", "none"},
+       "initrd",
+       true},
+      {{"--kernel", kernel_, "--cmdline", std::string(3000, 'a'), "--serial", "none"},
+       "command line",
+       true},
+      {{"--frobnicate"}, "unknown flag", false},
+  };
+  for (const Case& c : cases) {
+    if (c.needs_kvm && !KvmAvailable()) continue;
+    Result result = Run(c.arguments);
+    EXPECT_EQ(result.exit_status, 2) << c.expected << ": " << result.stderr_text;
+    EXPECT_THAT(result.stderr_text, HasSubstr(c.expected));
+    // One line: the error, nothing else.
+    EXPECT_EQ(std::count(result.stderr_text.begin(), result.stderr_text.end(), '\n'), 1)
+        << result.stderr_text;
+  }
+}
+
+TEST_F(KvminiBinaryTest, HelpExitsZero) {
+  Result result = Run({"--help"});
+  EXPECT_EQ(result.exit_status, 0);
+  EXPECT_THAT(result.stderr_text, Not(HasSubstr("error")));
+}
+
+}  // namespace
+}  // namespace kvmini::vmm::testing

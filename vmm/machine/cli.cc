@@ -1,0 +1,149 @@
+#include "vmm/machine/cli.h"
+
+#include <cstdint>
+
+#include "absl/flags/commandlineflag.h"
+#include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/ascii.h"
+
+ABSL_FLAG(std::string, kernel, "",
+          "Linux kernel to boot: a bzImage with the 64-bit boot protocol (required).");
+ABSL_FLAG(std::string, initrd, "", "initramfs/initrd image loaded next to the kernel.");
+ABSL_FLAG(std::string, cmdline, kvmini::vmm::kDefaultKernelCommandLine,
+          "Kernel command line; replaces the default shown here.");
+ABSL_FLAG(std::string, append, "",
+          "Text appended to the kernel command line (after --cmdline or the default), e.g. "
+          "\"-- sh -c 'exit 7'\" to pass a command to the guest's init.");
+ABSL_FLAG(int64_t, cpus, 1, "Number of vCPUs (at most what KVM allows, and 255).");
+ABSL_FLAG(std::string, memory, "512M",
+          "Guest RAM: a number with K, M, G or T (512M, 2G); a bare number is MiB.");
+ABSL_FLAG(std::string, serial, "stdio",
+          "Guest serial console (COM1): stdio (output to stdout, keyboard input to the "
+          "guest, terminal in raw mode; Ctrl-C stops kvmini), file:PATH (output only), none.");
+
+namespace kvmini::vmm {
+namespace {
+
+constexpr const char* kFlagNames[] = {"kernel", "initrd", "cmdline", "append",
+                                      "cpus",   "memory", "serial"};
+
+bool IsOurFlag(absl::string_view name) {
+  for (const char* known : kFlagNames) {
+    if (name == known) return true;
+  }
+  return false;
+}
+
+// Appends "  LABEL     words..." wrapped at 80 columns, continuation lines
+// indented under the first word.
+void AppendWrapped(std::string& text, absl::string_view label, absl::string_view words) {
+  constexpr size_t kIndent = 13;
+  constexpr size_t kWidth = 80;
+  std::string line = absl::StrFormat("  %-10s ", label);
+  for (absl::string_view word : absl::StrSplit(words, ' ', absl::SkipEmpty())) {
+    if (line.size() > kIndent && line.size() + word.size() > kWidth) {
+      absl::StrAppend(&text, absl::StripTrailingAsciiWhitespace(line), "\n");
+      line = std::string(kIndent, ' ');
+    }
+    absl::StrAppend(&line, word, " ");
+  }
+  absl::StrAppend(&text, absl::StripTrailingAsciiWhitespace(line), "\n");
+}
+
+absl::Status ResetFlagsToDefaults() {
+  for (const char* name : kFlagNames) {
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    std::string error;
+    if (flag == nullptr || !flag->ParseFrom(flag->DefaultValue(), &error)) {
+      return absl::InternalError(absl::StrCat("cannot reset flag --", name, ": ", error));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<CliRequest> ParseCli(const std::vector<std::string>& arguments) {
+  if (absl::Status status = ResetFlagsToDefaults(); !status.ok()) return status;
+  CliRequest request;
+  for (size_t i = 0; i < arguments.size(); ++i) {
+    absl::string_view argument = arguments[i];
+    if (argument == "--help" || argument == "-help" || argument == "-h" ||
+        argument == "--helpfull") {
+      request.help = true;
+      return request;
+    }
+    if (!absl::StartsWith(argument, "-") || argument == "-" || argument == "--") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unexpected argument '", argument,
+          "': kvmini takes only flags (to pass a command to the guest use --append \"-- CMD\")"));
+    }
+    absl::string_view body = argument.substr(absl::StartsWith(argument, "--") ? 2 : 1);
+    absl::string_view name = body;
+    std::string value;
+    bool has_value = false;
+    if (size_t equals = body.find('='); equals != absl::string_view::npos) {
+      name = body.substr(0, equals);
+      value = std::string(body.substr(equals + 1));
+      has_value = true;
+    }
+    if (!IsOurFlag(name)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag --", name, " (kvmini --help lists the flags)"));
+    }
+    if (!has_value) {
+      if (i + 1 >= arguments.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+      }
+      value = arguments[++i];
+    }
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    std::string error;
+    if (flag == nullptr || !flag->ParseFrom(value, &error)) {
+      return absl::InvalidArgumentError(absl::StrCat("--", name, " ", value, ": ", error));
+    }
+  }
+  request.flags.kernel = absl::GetFlag(FLAGS_kernel);
+  request.flags.initrd = absl::GetFlag(FLAGS_initrd);
+  request.flags.cmdline = absl::GetFlag(FLAGS_cmdline);
+  request.flags.append = absl::GetFlag(FLAGS_append);
+  request.flags.cpus = absl::GetFlag(FLAGS_cpus);
+  request.flags.memory = absl::GetFlag(FLAGS_memory);
+  request.flags.serial = absl::GetFlag(FLAGS_serial);
+  return request;
+}
+
+std::string UsageText(absl::string_view program) {
+  std::string text = absl::StrCat(
+      "Usage: ", program,
+      " --kernel PATH [--initrd PATH] [--cmdline STR] [--append STR] [--cpus N]\n"
+      "       [--memory SIZE] [--serial stdio|file:PATH|none]\n\n"
+      "kvmini boots a Linux kernel in a KVM virtual machine with a serial console.\n\n"
+      "Flags (--name VALUE or --name=VALUE):\n");
+  for (const char* name : kFlagNames) {
+    const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr) continue;
+    AppendWrapped(text, absl::StrCat("--", name), flag->Help());
+    std::string default_value = flag->DefaultValue();
+    if (!default_value.empty()) AppendWrapped(text, "", absl::StrCat("default: ", default_value));
+  }
+  absl::StrAppend(
+      &text,
+      "\nExit status:\n"
+      "  0      the guest powered off or rebooted\n"
+      "  V      the guest wrote byte V to the exit port (I/O port 0xf4)\n"
+      "  1      the guest failed (kernel panic, triple fault, emulation failure) or kvmini did;\n"
+      "         the reason is printed on stderr\n"
+      "  2      bad usage: a missing or unreadable file, a kernel that is not a bzImage,\n"
+      "         a kernel or initrd that does not fit, too little memory, too many vCPUs,\n"
+      "         a command line longer than the kernel accepts\n"
+      "  128+N  stopped by signal N (SIGINT, SIGTERM, SIGHUP, SIGQUIT)\n");
+  return text;
+}
+
+}  // namespace kvmini::vmm

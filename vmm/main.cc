@@ -1,0 +1,78 @@
+// kvmini: boots a Linux kernel in a KVM virtual machine. Parses and checks
+// the command line, builds the machine (memory, vCPUs, platform devices,
+// serial console), loads the kernel, runs it, and exits with the status the
+// guest's end calls for (see kvmini --help).
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "hw/serial/serial_console.h"
+#include "util/log.h"
+#include "vmm/machine/cli.h"
+#include "vmm/machine/launch_options.h"
+#include "vmm/machine/linux_boot.h"
+#include "vmm/machine/machine.h"
+#include "vmm/machine/platform_devices.h"
+
+namespace {
+
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+// Problems with what the user asked for (files, sizes, counts) are usage
+// errors; anything else that stops kvmini from starting is a failure.
+int ReportStartupError(const absl::Status& status) {
+  KVMINI_LOG(Error) << status.message();
+  return absl::IsInvalidArgument(status) ? kExitUsage : kExitFailure;
+}
+
+int Run(int argc, char** argv) {
+  std::vector<std::string> arguments(argv + 1, argv + argc);
+  absl::StatusOr<kvmini::vmm::CliRequest> request = kvmini::vmm::ParseCli(arguments);
+  if (!request.ok()) return ReportStartupError(request.status());
+  if (request->help) {
+    std::fputs(kvmini::vmm::UsageText(argc > 0 ? argv[0] : "kvmini").c_str(), stdout);
+    return 0;
+  }
+  absl::StatusOr<kvmini::vmm::LaunchOptions> options =
+      kvmini::vmm::ValidateLaunchFlags(request->flags);
+  if (!options.ok()) return ReportStartupError(options.status());
+
+  // First, before any thread exists (the Machine blocks the termination
+  // signals so that only its main loop receives them).
+  absl::StatusOr<std::unique_ptr<kvmini::vmm::Machine>> machine =
+      kvmini::vmm::Machine::Create({options->memory_bytes, options->vcpu_count});
+  if (!machine.ok()) return ReportStartupError(machine.status());
+  absl::StatusOr<std::unique_ptr<kvmini::hw::SerialConsole>> console =
+      kvmini::hw::SerialConsole::Create(options->serial);
+  if (!console.ok()) {
+    return ReportStartupError(absl::InvalidArgumentError(console.status().message()));
+  }
+  absl::StatusOr<std::unique_ptr<kvmini::vmm::PlatformDevices>> devices =
+      kvmini::vmm::PlatformDevices::Create(**machine, console->get());
+  if (!devices.ok()) return ReportStartupError(devices.status());
+  absl::Status boot = kvmini::vmm::BootLinux(
+      **machine, {options->kernel_path, options->initrd_path, options->kernel_command_line, {}});
+  if (!boot.ok()) return ReportStartupError(boot);
+
+  kvmini::vmm::MachineExit exit = (*machine)->Run();
+  switch (exit.cause) {
+    case kvmini::vmm::MachineExit::Cause::kGuestFailure:
+    case kvmini::vmm::MachineExit::Cause::kVmmFailure:
+      KVMINI_LOG(Error) << exit.reason;
+      break;
+    default:
+      KVMINI_LOG(Info) << exit.reason;
+      break;
+  }
+  // Devices and console go before the machine (the console restores the
+  // terminal; the machine's threads are already stopped).
+  devices->reset();
+  console->reset();
+  return exit.status;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return Run(argc, argv); }
