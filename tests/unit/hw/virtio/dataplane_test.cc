@@ -142,6 +142,57 @@ TEST_F(DataplaneTest, ResetWithRequestsInFlightOnTheIOThread) {
             Pattern(4096, 1));
 }
 
+// While a dataplane stop waits for held requests (polling the main loop), a
+// vCPU resets the device: the reset is queued behind the stop, not run
+// inside it; it runs when the stop has finished (before StopDataplane
+// returns to its caller).
+TEST_F(DataplaneTest, ResetFromAVcpuDuringADataplaneStopRunsAfterIt) {
+  BlkTestbedOptions options;
+  options.iothread = &iothread(0);
+  options.backend = BlkTestbedOptions::Backend::kMemory;
+  StartDevice(options, kLinuxFeatures, 1, 64);
+  MemoryBlockBackend& backend = *testbed_->memory_backend();
+  backend.HoldCompletions(true);
+  ASSERT_TRUE(blk().Post(0, {.type = blk::kTypeFlush}).ok());
+  driver().Kick(0);
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (backend.held() < 1 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(backend.held(), 1u);
+  backend.HoldCompletions(false);
+
+  std::vector<std::string> order;
+  std::atomic<bool> reset_returned{false};
+  std::thread vcpu;
+  // Inside the stop's drain: start the vCPU's reset, then release the
+  // request a little later.
+  main_->AddTimer(absl::Now() + absl::Milliseconds(10), [&] {
+    vcpu = std::thread([&] {
+      driver().Write32(mmio::kStatus, 0);
+      reset_returned = true;
+    });
+    main_->AddTimer(absl::Now() + absl::Milliseconds(30), [&] {
+      order.push_back(reset_returned ? "reset returned early" : "release");
+      backend.ReleaseHeld();
+    });
+  });
+  uint8_t status_when_stopped = 0;
+  transport().StopDataplane([&] {
+    order.push_back("stop done");
+    status_when_stopped = driver().status();
+  });
+  // The queued reset ran right after the stop, before StopDataplane returned.
+  while (!reset_returned) {
+    main_->Poll(/*blocking=*/false);
+    std::this_thread::yield();
+  }
+  vcpu.join();
+  EXPECT_EQ(order, (std::vector<std::string>{"release", "stop done"}));
+  EXPECT_NE(status_when_stopped, 0) << "the reset must not run inside the stop";
+  EXPECT_EQ(driver().status(), 0);
+  EXPECT_EQ(driver().queue(0).used_index(), 1);
+  EXPECT_FALSE(Running());
+}
+
 // A vCPU-like driver thread: keeps `depth` requests in flight, each slot
 // on its own sectors, alternating a write of a fresh pattern with a read
 // that must return it. Every request must complete exactly once.
