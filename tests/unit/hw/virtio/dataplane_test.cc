@@ -35,6 +35,26 @@ class DataplaneTest : public MainLoopTest {
   hw::virtio::MmioTransport& transport() { return testbed_->transport(); }
   bool Running() { return transport().dataplane_status().running; }
 
+  // A device on the IOThread over a memory backend that holds completions;
+  // posts `requests` (kicked) and waits until the backend holds them all.
+  MemoryBlockBackend& StartWithHeldRequests(const std::vector<BlkRequest>& requests) {
+    BlkTestbedOptions options;
+    options.iothread = &iothread(0);
+    options.backend = BlkTestbedOptions::Backend::kMemory;
+    StartDevice(options, kLinuxFeatures, 1, 64);
+    MemoryBlockBackend& backend = *testbed_->memory_backend();
+    backend.HoldCompletions(true);
+    for (const BlkRequest& request : requests) EXPECT_TRUE(blk().Post(0, request).ok());
+    driver().Kick(0);
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (backend.held() < requests.size() && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    EXPECT_EQ(backend.held(), requests.size());
+    backend.HoldCompletions(false);  // later ones complete normally
+    return backend;
+  }
+
   std::vector<std::unique_ptr<util::IOThread>> iothreads_;
 };
 
@@ -115,22 +135,13 @@ TEST_F(DataplaneTest, StopAndStartWhileTheDeviceIsNotActiveOnlyRecordTheWish) {
 }
 
 TEST_F(DataplaneTest, ResetWithRequestsInFlightOnTheIOThread) {
-  BlkTestbedOptions options;
-  options.iothread = &iothread(0);
-  options.backend = BlkTestbedOptions::Backend::kMemory;
-  StartDevice(options, kLinuxFeatures, 1, 64);
-  MemoryBlockBackend& backend = *testbed_->memory_backend();
-  backend.HoldCompletions(true);
+  std::vector<BlkRequest> writes;
   for (int i = 0; i < 16; ++i) {
-    ASSERT_TRUE(blk().Post(0, {.type = blk::kTypeOut, .sector = uint64_t(i) * 8,
-                               .out_data = Pattern(4096, i)})
-                    .ok());
+    writes.push_back({.type = blk::kTypeOut, .sector = uint64_t(i) * 8,
+                      .out_data = Pattern(4096, i)});
   }
-  driver().Kick(0);
-  const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (backend.held() < 16 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
-  ASSERT_EQ(backend.held(), 16u);
-  backend.HoldCompletions(false);
+  MemoryBlockBackend& backend = StartWithHeldRequests(writes);
+  ASSERT_FALSE(HasFailure());
   main_->AddTimer(absl::Now() + absl::Milliseconds(20), [&] { backend.ReleaseHeld(); });
   driver().Write32(mmio::kStatus, 0);
   EXPECT_EQ(driver().queue(0).used_index(), 16);
@@ -147,18 +158,8 @@ TEST_F(DataplaneTest, ResetWithRequestsInFlightOnTheIOThread) {
 // inside it; it runs when the stop has finished (before StopDataplane
 // returns to its caller).
 TEST_F(DataplaneTest, ResetFromAVcpuDuringADataplaneStopRunsAfterIt) {
-  BlkTestbedOptions options;
-  options.iothread = &iothread(0);
-  options.backend = BlkTestbedOptions::Backend::kMemory;
-  StartDevice(options, kLinuxFeatures, 1, 64);
-  MemoryBlockBackend& backend = *testbed_->memory_backend();
-  backend.HoldCompletions(true);
-  ASSERT_TRUE(blk().Post(0, {.type = blk::kTypeFlush}).ok());
-  driver().Kick(0);
-  const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (backend.held() < 1 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
-  ASSERT_EQ(backend.held(), 1u);
-  backend.HoldCompletions(false);
+  MemoryBlockBackend& backend = StartWithHeldRequests({{.type = blk::kTypeFlush}});
+  ASSERT_FALSE(HasFailure());
 
   std::vector<std::string> order;
   std::atomic<bool> reset_returned{false};
