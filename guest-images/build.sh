@@ -5,9 +5,8 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=guest-images/lib/debs.sh
+# shellcheck source-path=SCRIPTDIR
 source "$SCRIPT_DIR/lib/debs.sh"
-# shellcheck source=guest-images/lib/image.sh
 source "$SCRIPT_DIR/lib/image.sh"
 
 # The storage modules every image loads; their dependencies come from modules.dep.

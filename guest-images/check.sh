@@ -117,6 +117,7 @@ for _ in $(seq "$boot_timeout"); do
 	sleep 1
 done
 sleep 2 # let the shell reach its prompt
+# shellcheck disable=SC2016 # expanded by the guest's shell
 echo 'echo "shell says $((6 * 7))"; exit 5' >&8
 wait "$qemu_pipeline" || true
 exec 8>&-

@@ -2,6 +2,7 @@
 # resolving names and candidate versions with apt-cache, downloading .deb
 # files into a cache with apt-get download, unpacking them with dpkg-deb -x,
 # and the build stamp that lets a rebuild with unchanged inputs be skipped.
+# shellcheck shell=bash disable=SC2154 # $work and $image are build.sh's
 
 die() {
 	echo "build.sh: error: $*" >&2

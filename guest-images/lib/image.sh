@@ -3,6 +3,7 @@
 # library they need (found through the packages' Depends), /init, the
 # guest-exit helper, and the gzip cpio. Works on $image (the image root) and
 # the unpacked packages from lib/debs.sh.
+# shellcheck shell=bash disable=SC2154 # $work and $image are build.sh's
 
 LIB_DIRS=(lib/x86_64-linux-gnu usr/lib/x86_64-linux-gnu lib usr/lib lib64)
 
@@ -136,8 +137,8 @@ elf_requirements() {
 		}'
 }
 
-# Copies the ELF files at the given image paths' libraries and loader into
-# the image, recursively. Debian's shlibs guarantee that a package depends
+# Copies into the image the shared libraries and the loader that the ELF
+# files at the given image paths need, recursively. Debian's shlibs guarantee that a package depends
 # directly on the package of each library its binaries link, so each
 # missing library is looked up in the owner package and its direct Depends.
 resolve_libraries() {
@@ -164,7 +165,8 @@ resolve_libraries() {
 			*) continue ;;
 			esac
 			for path in "${candidates[@]}"; do
-				if [ -e "$image/$path" ]; then continue 2; fi
+				# -L too: -e would follow an absolute link to the host's file.
+				if [ -e "$image/$path" ] || [ -L "$image/$path" ]; then continue 2; fi
 			done
 			if ! found=$(find_in_packages candidates "$owner"); then
 				local depends=()
@@ -204,7 +206,7 @@ install_userland() {
 	local applet dir shadowed=()
 	while IFS= read -r applet; do
 		for dir in bin sbin usr/bin usr/sbin; do
-			if [ -e "$image/$dir/${applet##*/}" ]; then
+			if [ -e "$image/$dir/${applet##*/}" ] || [ -L "$image/$dir/${applet##*/}" ]; then
 				[ "${applet##*/}" = sh ] || shadowed+=("/$dir/${applet##*/}")
 				continue 2
 			fi
