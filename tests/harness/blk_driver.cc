@@ -75,8 +75,8 @@ std::vector<std::pair<uint16_t, BlkResult>> BlkDriver::Collect(uint16_t queue) {
     BlkResult result;
     result.status = *memory_.ReadObject<uint8_t>(frame.status);
     result.used_length = element.length;
-    result.in_data.resize(frame.in_length);
-    if (frame.in_length > 0) {
+    if (copy_in_data_ && frame.in_length > 0) {
+      result.in_data.resize(frame.in_length);
       KVMINI_CHECK(memory_.Read(frame.data, result.in_data).ok(), "reading request data");
     }
     free_frames_[queue].push_back(frame_index);

@@ -45,6 +45,9 @@ class BlkDriver {
   absl::Status Start(uint64_t wanted, uint16_t queues, uint16_t size);
   VirtioDriver& driver() { return driver_; }
   bool event_idx() const;
+  // Whether Collect copies IN data out of guest RAM (benchmarks turn it
+  // off: a guest reads its buffers in place).
+  void set_copy_in_data(bool copy) { copy_in_data_ = copy; }
 
   // Posts without kicking; returns the head.
   absl::StatusOr<uint16_t> Post(uint16_t queue, const BlkRequest& request);
@@ -71,6 +74,7 @@ class BlkDriver {
   const hw::GuestMemory& memory_;
   GuestAllocator& allocator_;
   const uint32_t max_data_;
+  bool copy_in_data_ = true;
   std::vector<std::vector<Frame>> frames_;        // [queue][frame]
   std::vector<std::vector<uint32_t>> free_frames_;  // [queue]
   std::vector<std::vector<int>> pending_;         // [queue][head] -> frame or -1
