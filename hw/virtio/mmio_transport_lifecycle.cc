@@ -9,6 +9,7 @@
 // first from inside the poll would deadlock. So it is queued and runs when
 // the current one returns.
 #include <future>
+#include <memory>
 
 #include "hw/virtio/mmio_transport.h"
 #include "util/aio_wait.h"
@@ -55,12 +56,14 @@ void MmioTransport::RunFromVcpu(Operation operation) {
   }
   KVMINI_CHECK(util::LocksHeldByThisThread() == 0,
                "a vCPU waits for the main loop while holding a lock");
-  std::promise<void> finished;
-  std::future<void> wait = finished.get_future();
-  main->ScheduleOneshot([this, &finished, operation = std::move(operation)]() mutable {
-    Submit([&finished, operation = std::move(operation)]() mutable {
+  // Shared: the promise must outlive set_value() even if this thread
+  // wakes and returns while the main loop is still inside it.
+  auto finished = std::make_shared<std::promise<void>>();
+  std::future<void> wait = finished->get_future();
+  main->ScheduleOneshot([this, finished, operation = std::move(operation)]() mutable {
+    Submit([finished, operation = std::move(operation)]() mutable {
       std::move(operation)();
-      finished.set_value();
+      finished->set_value();
     });
   });
   wait.wait();
