@@ -29,6 +29,7 @@ class MemoryBlockBackend final : public block::BlockBackend {
   // at once); ReleaseHeld() schedules them. Returns how many there were.
   void set_hold_completions(bool hold) { hold_ = hold; }
   size_t ReleaseHeld();
+  size_t held() const { return held_.size(); }
   // What alignment() reports (an O_DIRECT image on a 4K-sector device).
   void set_alignment(uint32_t alignment) { alignment_ = alignment; }
   // Operations started, by kind.

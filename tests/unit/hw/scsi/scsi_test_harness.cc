@@ -13,7 +13,9 @@ std::unique_ptr<util::AioContext> NewContext() {
 
 ScsiHarness::ScsiHarness(const ScsiDiskOptions& options, uint64_t size_bytes, bool read_only)
     : context_(NewContext()) {
-  backend_ = std::make_unique<MemoryBlockBackend>(*context_, size_bytes, read_only);
+  auto memory = std::make_unique<MemoryBlockBackend>(*context_, size_bytes, read_only);
+  memory_ = memory.get();
+  backend_ = std::move(memory);
   Attach(options);
 }
 
@@ -69,6 +71,16 @@ Exchange ScsiHarness::Run(std::vector<uint8_t> cdb, const RunOptions& options) {
 }
 
 void ScsiHarness::Settle() {
+  const auto waiting = [this] {
+    return backend_->in_flight() > (memory_ != nullptr ? memory_->held() : 0);
+  };
+  // Real backends complete from the kernel or a worker thread: block in
+  // Poll until they do, with a timer so a lost completion fails, not hangs.
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  const auto timer = context_->AddTimer(deadline, [] {});
+  while (waiting() && absl::Now() < deadline) context_->Poll(true);
+  context_->CancelTimer(timer);
+  EXPECT_FALSE(waiting()) << "backend operations still in flight after 60 s";
   while (context_->Poll(false)) {
   }
 }

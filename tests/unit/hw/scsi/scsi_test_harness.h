@@ -54,13 +54,14 @@ class ScsiHarness {
   Exchange Run(std::vector<uint8_t> cdb, const RunOptions& options = {});
   // Submits without waiting; the exchange fills in when the completion runs.
   void Start(Exchange& exchange, std::vector<uint8_t> cdb, const RunOptions& options);
-  // Polls until nothing is left to run.
+  // Polls until every backend operation not held back by a
+  // MemoryBlockBackend has completed and nothing is left to run.
   void Settle();
 
   util::AioContext& context() { return *context_; }
   block::BlockBackend& backend() { return *backend_; }
   // Only for harnesses over a MemoryBlockBackend.
-  MemoryBlockBackend& memory() { return static_cast<MemoryBlockBackend&>(*backend_); }
+  MemoryBlockBackend& memory() { return *memory_; }
   ScsiDisk& disk() { return *disk_; }
   ScsiTarget& target() { return target_; }
 
@@ -69,6 +70,7 @@ class ScsiHarness {
 
   std::unique_ptr<util::AioContext> context_;
   std::unique_ptr<block::BlockBackend> backend_;
+  MemoryBlockBackend* memory_ = nullptr;  // when the backend is one
   std::unique_ptr<ScsiDisk> disk_;
   ScsiTarget target_;
   // Data-out buffers must live until their command completes.
