@@ -5,7 +5,7 @@
 # run-with-kvm wrote, then powers off.
 #
 # Channels: /dev/console (ttyS0) carries kernel messages and our markers
-# "<nonce> READY", "<nonce> EXIT rc=N", "<nonce> FAIL <why>"; ttyS1
+# "<nonce> READY <uptime>", "<nonce> EXIT rc=N", "<nonce> FAIL <why>"; ttyS1
 # carries only the command's output. The nonce comes from run-with-kvm, so
 # the command's own output can never be mistaken for a marker.
 
@@ -81,7 +81,8 @@ mkdir -p -m 1777 /host/run/kvmini-rig-tmp
 stty -F /dev/ttyS1 raw -echo || fail "no second serial port (ttyS1) for the command's output"
 
 # The job starts with an empty environment: it sets what it passes.
-say READY
+read -r uptime _ < /proc/uptime
+say "READY $uptime"
 if [ "$tty" = 1 ]; then
   env -i /bin/chroot /host /bin/sh "$job/job.sh" < /dev/null > /dev/ttyS1 2>&1
   rc=$?

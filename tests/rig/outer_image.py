@@ -19,6 +19,8 @@ import subprocess
 import tempfile
 import time
 
+import kernel_image
+from kernel_image import fastest_kernel
 from rig_process import RigError, TimeoutExpired, start_child, stop_child
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -113,8 +115,9 @@ def recipe_hash():
     with open(INIT_SCRIPT, "rb") as script:
         digest.update(script.read())
     digest.update(",".join(ROOT_MODULES).encode())
-    with open(__file__, "rb") as builder:
-        digest.update(builder.read())
+    for builder in (__file__, kernel_image.__file__):
+        with open(builder, "rb") as source:
+            digest.update(source.read())
     return digest.hexdigest()[:12]
 
 
@@ -235,7 +238,7 @@ def exclusive_lock(path, deadline, note):
 
 
 def entry_complete(folder):
-    return all(os.path.isfile(os.path.join(folder, name)) for name in ("vmlinuz", "initrd.img", "modules.txt"))
+    return all(os.path.isfile(os.path.join(folder, name)) for name in ("kernel", "initrd.img", "modules.txt"))
 
 
 def newest_entry(cache_dir):
@@ -248,7 +251,7 @@ def newest_entry(cache_dir):
 
 
 def _remove_other_entries(cache_dir, keep):
-    """Older kernels and recipes would pile up at 14 MB each. A run whose
+    """Older kernels and recipes would pile up at about 72 MB each. A run whose
     qemu already started has loaded its kernel and initramfs."""
     for name in os.listdir(cache_dir):
         folder = os.path.join(cache_dir, name)
@@ -285,11 +288,14 @@ def build_entry(final, kernel_package, kernel_version, cache_dir, deadline, note
             raise RigError(f"{debs[0]} does not hold one vmlinuz and one module tree")
         entry = os.path.join(work, "entry")
         os.mkdir(entry)
-        shutil.copyfile(os.path.join(tree, "boot", kernels[0]), os.path.join(entry, "vmlinuz"))
+        with open(os.path.join(tree, "boot", kernels[0]), "rb") as bzimage:
+            kernel, kernel_form = fastest_kernel(bzimage.read())
+        with open(os.path.join(entry, "kernel"), "wb") as kernel_file:
+            kernel_file.write(kernel)
         modules = load_order(os.path.join(tree, "lib", "modules", module_roots[0]))
         write_initramfs(os.path.join(entry, "initrd.img"), modules)
         with open(os.path.join(entry, "modules.txt"), "w", encoding="utf-8") as listing:
-            listing.write(f"{kernel_package} {kernel_version}\n")
+            listing.write(f"{kernel_package} {kernel_version} ({kernel_form})\n")
             listing.write(" ".join(name for name, _ in modules) + "\n")
         os.rename(entry, final)
         _remove_other_entries(cache_dir, final)
@@ -298,7 +304,7 @@ def build_entry(final, kernel_package, kernel_version, cache_dir, deadline, note
 
 
 def prepare(cache_dir, deadline, note):
-    """Returns the cache entry folder (vmlinuz, initrd.img), building it if
+    """Returns the cache entry folder (kernel, initrd.img), building it if
     needed. Offline with a stale entry: warns and reuses the newest one."""
     os.makedirs(cache_dir, exist_ok=True)
     busybox = busybox_version(deadline)

@@ -105,7 +105,7 @@ def qemu_command(qemu, options, entry, console_fd, output_fd, append):
         "-M", "pc", "-accel", "tcg,thread=multi", "-cpu", "max",
         "-smp", str(options.cpus), "-m", str(options.memory_mib),
         "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-        "-kernel", os.path.join(entry, "vmlinuz"), "-initrd", os.path.join(entry, "initrd.img"),
+        "-kernel", os.path.join(entry, "kernel"), "-initrd", os.path.join(entry, "initrd.img"),
         "-append", append,
         "-chardev", f"file,id=console,path=/proc/self/fd/{console_fd}", "-serial", "chardev:console",
         "-chardev", f"file,id=output,path=/proc/self/fd/{output_fd}", "-serial", "chardev:output",
@@ -149,9 +149,11 @@ class Session:  # pylint: disable=too-many-instance-attributes
         position = line.find(self.marker)
         if position >= 0:
             event = line[position + len(self.marker):]
-            if event == "READY":
+            ready = re.fullmatch(r"READY(?: ([0-9.]+))?", event)
+            if ready:
                 self.ready_after = self.elapsed()
-                self.note(f"outer machine ready in {self.ready_after:.1f} s (qemu start to command start)")
+                kernel = f"; its kernel and init took {float(ready.group(1)):.1f} s" if ready.group(1) else ""
+                self.note(f"outer machine ready in {self.ready_after:.1f} s (qemu start to command start{kernel})")
             elif event.startswith("EXIT rc="):
                 self.exit_status = int(event[len("EXIT rc="):])
             elif event.startswith("FAIL "):
