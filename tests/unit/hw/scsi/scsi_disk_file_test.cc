@@ -133,6 +133,7 @@ TEST_P(ScsiDiskFileTest, ReadOnlyImageRefusesEveryWrite) {
   refuse(Cdb10(opcode::kWrite10, 0, 0, 1), std::vector<uint8_t>(kBlock, 1));
   refuse(Cdb16(opcode::kWriteSame16, 0x08, 0, 8), std::vector<uint8_t>(kBlock, 0));
   refuse(Unmap(24), UnmapList({{0, 8}}));
+  ExpectGood(harness_->Run(Cdb10(opcode::kSynchronizeCache10, 0, 0, 0)));
   const Exchange mode = harness_->Run(ModeSense6(0x08, 0x3f, 0, 255), {.data_in_capacity = 255});
   EXPECT_EQ(mode.data_in[2] & 0x80, 0x80) << "write-protect bit";
   EXPECT_EQ(ReadWholeFile(image_), model_);
