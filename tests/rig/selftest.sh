@@ -159,6 +159,38 @@ EOF
     exit "$bad"
     ;;
 
+  direct)
+    # Inside the outer machine /dev/kvm is AMD-V, so a rig started there
+    # takes the direct path: that is where the direct path is tested on a
+    # host without hardware virtualization. On a host with it, this case
+    # runs the probe directly.
+    "$RIG" -- "$0" direct-probe "$work/probe" > "$work/out" 2> "$work/err"
+    status=$?
+    cat "$work/out"
+    show_overhead "$work/err"
+    expect_status 0 "$status" "the direct-path probe"
+    ;;
+
+  direct-probe)
+    "$RIG" --direct --verbose -- sh -c 'exit 5' 2> "$work/err"
+    expect_status 5 $? "sh -c 'exit 5' run directly"
+    expect_in "$work/err" "mode direct: svm" "direct mode chosen for svm and /dev/kvm"
+
+    SEEN_WHEN_DIRECT=yes "$RIG" --direct -- sh -c '[ "$SEEN_WHEN_DIRECT" = yes ]'
+    expect_status 0 $? "run directly, the command keeps the whole environment"
+
+    "$RIG" --direct -- no-such-command-kvmini-rig 2> "$work/err"
+    expect_status 127 $? "a command that does not exist, run directly"
+
+    start_watched --direct --timeout 3 -- sleep 3600
+    finish_watched
+    cat "$work/err"
+    expect_status "$RIG_FAILURE" "$status" "sleep past --timeout, run directly"
+    expect_in "$work/err" "timeout: the overall limit of 3 s expired while the command was running" "timeout message"
+    # Only the processes: the job folder in the cache is the outer run's.
+    expect_no_leftovers "$work/no-cache"
+    ;;
+
   timeout)
     # Long enough for the outer machine to boot first, so the sleep itself
     # is what the timeout stops.
