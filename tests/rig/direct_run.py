@@ -1,6 +1,6 @@
 """run-with-kvm on a host with hardware virtualization: the command runs
-here, with this environment (plus --env settings), under the same timeout and clean-up rules as
-in the outer machine."""
+here, with the rig's whole environment (plus --env settings), under the
+same timeout and clean-up rules as in the outer machine."""
 
 import subprocess
 

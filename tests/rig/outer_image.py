@@ -2,8 +2,9 @@
 Debian packages and cached.
 
 The cache entry is keyed by the kernel package and version, the
-busybox-static version and a hash of our own init script and module list,
-so a package update or an edit of outer-init.sh builds a new entry. Entries
+busybox-static version and a hash of the rig's own recipe (init script,
+module list, builder code), so a package update or an edit of the rig
+builds a new entry. Entries
 are built in a private folder under an exclusive lock and renamed into
 place, so concurrent runs never see half an entry.
 """
@@ -20,7 +21,6 @@ import tempfile
 import time
 
 import kernel_image
-from kernel_image import fastest_kernel
 from rig_process import RigError, TimeoutExpired, start_child, stop_child
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -289,7 +289,7 @@ def build_entry(final, kernel_package, kernel_version, cache_dir, deadline, note
         entry = os.path.join(work, "entry")
         os.mkdir(entry)
         with open(os.path.join(tree, "boot", kernels[0]), "rb") as bzimage:
-            kernel, kernel_form = fastest_kernel(bzimage.read())
+            kernel, kernel_form = kernel_image.fastest_kernel(bzimage.read())
         with open(os.path.join(entry, "kernel"), "wb") as kernel_file:
             kernel_file.write(kernel)
         modules = load_order(os.path.join(tree, "lib", "modules", module_roots[0]))
