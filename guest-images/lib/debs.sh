@@ -65,6 +65,10 @@ cached_deb() {
 # load_package_index) into $work/packages/<name>, recording their versions.
 fetch_packages() {
 	local name version missing=() apt_options=()
+	# Builds of other OUTDIRs share the cache: one at a time looks into it and
+	# fills it, so nobody unpacks a .deb that is still being written.
+	exec 8>"$DEB_CACHE/.lock"
+	flock 8
 	for name in "$@"; do
 		[ -z "${PACKAGE_ROOT[$name]:-}" ] || continue
 		version=${CANDIDATE[$name]:-"(none)"}
@@ -87,6 +91,7 @@ fetch_packages() {
 			die "cannot download ${missing[*]}: no access to a Debian mirror (offline?) and not in the cache $DEB_CACHE"
 		fi
 	fi
+	flock -u 8
 	for name in "$@"; do
 		[ -z "${PACKAGE_ROOT[$name]:-}" ] || continue
 		local deb root=$work/packages/$name
