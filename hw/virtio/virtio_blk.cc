@@ -134,6 +134,10 @@ void VirtioBlk::LogGuestError(const Args&... args) {
 }
 
 void VirtioBlk::ProcessQueue(Virtqueue& queue) {
+  // Queues and backend move together: anything else is a dataplane bug
+  // that would race with the backend's own thread.
+  KVMINI_CHECK(backend_->context().InHomeThread(),
+               "virtio-blk queue processed outside its backend's event loop thread");
   if (queue.index() >= scratch_chains_.size()) return;  // not activated
   DescriptorChain& chain = scratch_chains_[queue.index()];
   Virtqueue::PopResult result;
@@ -303,6 +307,8 @@ block::BlockBackend::Completion VirtioBlk::BackendCompletion(Request& request) {
 }
 
 void VirtioBlk::OnBackendDone(Request& request, int result) {
+  KVMINI_CHECK(backend_->context().InHomeThread(),
+               "virtio-blk completion outside its backend's event loop thread");
   if (result < 0 && request.first_error == 0) request.first_error = result;
   if (--request.pending > 0) return;
   uint8_t status = blk::kStatusOk;
