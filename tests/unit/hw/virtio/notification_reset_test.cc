@@ -90,6 +90,19 @@ TEST_F(NotificationTest, WithoutEventIdxNoInterruptFlagSuppressesInterrupts) {
   EXPECT_TRUE(queue.KickNeeded(queue.avail_index(), /*event_idx=*/false));
 }
 
+TEST_F(NotificationTest, InterruptStatusStaysSetUntilAcknowledged) {
+  StartDevice({});
+  FlushAndWaitUsed();
+  EXPECT_TRUE(driver().TakeInterrupt());
+  blk().Collect(0);
+  FlushAndWaitUsed();
+  EXPECT_EQ(driver().Read32(mmio::kInterruptStatus), hw::virtio::kInterruptUsedBuffer);
+  driver().Write32(mmio::kInterruptAck, hw::virtio::kInterruptConfigChange);  // other bit
+  EXPECT_EQ(driver().Read32(mmio::kInterruptStatus), hw::virtio::kInterruptUsedBuffer);
+  driver().Write32(mmio::kInterruptAck, hw::virtio::kInterruptUsedBuffer);
+  EXPECT_EQ(driver().Read32(mmio::kInterruptStatus), 0u);
+}
+
 TEST_F(NotificationTest, TwoQueuesServeIndependently) {
   BlkTestbedOptions options;
   options.blk.num_queues = 2;
