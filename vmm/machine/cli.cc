@@ -142,7 +142,10 @@ std::string UsageText(absl::string_view program) {
       "  2      bad usage: a missing or unreadable file, a kernel that is not a bzImage,\n"
       "         a kernel or initrd that does not fit, too little memory, too many vCPUs,\n"
       "         a command line longer than the kernel accepts\n"
-      "  128+N  stopped by signal N (SIGINT, SIGTERM, SIGHUP, SIGQUIT)\n");
+      "  128+N  stopped by signal N (SIGINT, SIGTERM, SIGHUP, SIGQUIT)\n"
+      "\nEnvironment:\n"
+      "  KVMINI_TRACE_STARTUP  if set, log when vCPU 0 first enters the guest\n"
+      "                        (CLOCK_MONOTONIC ns; used by the start-up benchmark)\n");
   return text;
 }
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -266,6 +267,7 @@ MachineExit Machine::Run() {
         vcpu.get(), &port_bus_, &mmio_bus_, &stopping_,
         [this](MachineExit exit) { RequestStop(std::move(exit)); }));
   }
+  if (getenv(kTraceStartupVariable) != nullptr) vcpu_threads_.front()->set_trace_first_run(true);
   for (auto& thread : vcpu_threads_) thread->Start();
   while (!main_loop_done_) main_context_->Poll(/*blocking=*/true);
   StopVcpuThreads();

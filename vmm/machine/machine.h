@@ -59,6 +59,10 @@ class Machine {
   };
 
   static absl::StatusOr<std::unique_ptr<Machine>> Create(const Config& config);
+
+  // If this environment variable is set (to anything), Run() logs when
+  // vCPU 0 first enters KVM_RUN (CLOCK_MONOTONIC), for bench/vmm.
+  static constexpr const char* kTraceStartupVariable = "KVMINI_TRACE_STARTUP";
   ~Machine();
   Machine(const Machine&) = delete;
   Machine& operator=(const Machine&) = delete;

@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <time.h>
 
 #include <cstring>
 #include <mutex>
@@ -96,6 +97,12 @@ void VcpuThread::Loop() {
   sigemptyset(&kick);
   sigaddset(&kick, KickSignal());
   pthread_sigmask(SIG_UNBLOCK, &kick, nullptr);
+  if (trace_first_run_) {
+    timespec now{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    KVMINI_LOG(Info) << "startup: vCPU " << vcpu_->id() << " first KVM_RUN at CLOCK_MONOTONIC "
+                     << now.tv_sec * 1000000000ll + now.tv_nsec << " ns";
+  }
   while (!stop_.load() && !machine_stopping_->load()) {
     absl::StatusOr<KvmVcpu::RunResult> result = vcpu_->Run();
     if (!result.ok()) {

@@ -38,6 +38,9 @@ class VcpuThread {
   VcpuThread& operator=(const VcpuThread&) = delete;
 
   void Start();
+  // Logs the CLOCK_MONOTONIC time just before this vCPU's first KVM_RUN
+  // (for the start-up benchmark; see Machine::kTraceStartupVariable).
+  void set_trace_first_run(bool trace) { trace_first_run_ = trace; }
   // Asks the thread to leave KVM_RUN and return. Any thread; idempotent.
   void Kick();
   // Whether the thread function has returned (Join() will not block).
@@ -61,6 +64,7 @@ class VcpuThread {
   AddressBus* const mmio_;
   const std::atomic<bool>* const machine_stopping_;
   StopCallback on_stop_;
+  bool trace_first_run_ = false;
   std::atomic<bool> stop_{false};
   std::atomic<bool> finished_{false};
   std::thread thread_;
