@@ -72,7 +72,7 @@ class UsageError(Exception):
 
 class Options:  # pylint: disable=too-few-public-methods,too-many-instance-attributes
     def __init__(self):
-        self.timeout = float(os.environ.get("KVMINI_RIG_TIMEOUT", DEFAULT_TIMEOUT))
+        self.timeout = DEFAULT_TIMEOUT
         self.extra_env = {}
         self.cpus = DEFAULT_CPUS
         self.memory_mib = DEFAULT_MEMORY_MIB
@@ -99,6 +99,8 @@ def parse(argv):
     """Options come first; the first other word (or what follows --) starts
     the command, so the command's own flags are never taken as ours."""
     options = Options()
+    if os.environ.get("KVMINI_RIG_TIMEOUT"):
+        options.timeout = _number("KVMINI_RIG_TIMEOUT", os.environ["KVMINI_RIG_TIMEOUT"], float)
     with_value = {"--timeout", "--env", "--cpus", "--memory", "--cache", "--9p-cache"}
     index = 0
     while index < len(argv):
