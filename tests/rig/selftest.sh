@@ -187,7 +187,7 @@ EOF
   direct-probe)
     "$RIG" --direct --verbose -- sh -c 'exit 5' 2> "$work/err"
     expect_status 5 $? "sh -c 'exit 5' run directly"
-    expect_in "$work/err" "mode direct: svm" "direct mode chosen for svm and /dev/kvm"
+    expect_in "$work/err" "mode direct: " "direct mode chosen for svm/vmx and /dev/kvm"
 
     SEEN_WHEN_DIRECT=yes "$RIG" --direct -- sh -c '[ "$SEEN_WHEN_DIRECT" = yes ]'
     expect_status 0 $? "run directly, the command keeps the whole environment"
