@@ -1,0 +1,77 @@
+#!/bin/bash
+# One Linux boot under kvmini, checking one way the guest can end.
+#   guest_boot_test.sh KVMINI IMAGE_DIR CASE
+# IMAGE_DIR is a guest-images/build.sh output (vmlinuz, initrd-base.img).
+# Cases:
+#   boots-to-init  the kernel reaches /init (marker), `true` -> exit 0
+#   two-cpus       --cpus 2: the guest counts 2 CPUs
+#   exit-status    `sh -c "exit 7"` in the guest -> kvmini exits 7
+#   poweroff       `poweroff -f` -> exit 0 (ACPI S5 through the power port)
+#   reboot         `reboot -f` -> exit 0 (i8042 reset)
+#   panic          a kernel panic (sysrq c) -> exit 1 with a message saying so
+# Needs /dev/kvm that can run Linux (hardware virtualization, or inside
+# tests/rig/run-with-kvm); prints the console and kvmini's stderr on failure.
+set -u
+
+kvmini=$1
+image_dir=$2
+case_name=$3
+
+fail() {
+	echo "FAIL ($case_name): $*"
+	if [ -n "${work:-}" ]; then
+		echo "--- kvmini stderr:"; cat "$work/stderr" 2>/dev/null
+		echo "--- guest console (last 60 lines):"; tail -n 60 "$work/console" 2>/dev/null
+	fi
+	exit 1
+}
+
+for file in vmlinuz initrd-base.img; do
+	[ -r "$image_dir/$file" ] || fail "no $image_dir/$file: build it with guest-images/build.sh --flavour $(basename "$image_dir") $image_dir"
+done
+if ! grep -qwE 'svm|vmx' /proc/cpuinfo && [ -z "${KVMINI_RIG_INSIDE:-}" ]; then
+	fail "this host's /dev/kvm has no hardware virtualization and cannot boot Linux: run through tests/rig/run-with-kvm"
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/kvmini-boot-test.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+cpus=1
+expected_status=0
+case "$case_name" in
+boots-to-init) command='-- true' ;;
+two-cpus) cpus=2; command='-- true' ;;
+exit-status) command='-- sh -c "exit 7"'; expected_status=7 ;;
+poweroff) command='-- poweroff -f' ;;
+reboot) command='-- reboot -f' ;;
+panic) command='-- sh -c "echo c > /proc/sysrq-trigger"'; expected_status=1 ;;
+*) echo "unknown case $case_name"; exit 2 ;;
+esac
+
+start=$(date +%s.%N)
+"$kvmini" --kernel "$image_dir/vmlinuz" --initrd "$image_dir/initrd-base.img" \
+	--memory 256M --cpus "$cpus" --serial "file:$work/console" \
+	--append "$command" </dev/null 2>"$work/stderr"
+status=$?
+end=$(date +%s.%N)
+echo "kvmini exited with $status after $(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }') s ($case_name, $(basename "$image_dir"))"
+
+[ "$status" = "$expected_status" ] || fail "kvmini exited with $status, expected $expected_status"
+grep -q 'kvmini-guest: init ready' "$work/console" || fail "the guest never printed the /init marker"
+
+case "$case_name" in
+two-cpus)
+	grep -q 'kvmini-guest: kernel .*, 2 CPU(s)' "$work/console" || fail "the guest does not see 2 CPUs"
+	;;
+poweroff)
+	grep -q 'guest powered off' "$work/stderr" || fail "kvmini did not report a power-off"
+	grep -q 'kvmini-guest: exit status' "$work/console" && fail "init went on after poweroff -f"
+	;;
+reboot)
+	grep -q 'guest rebooted' "$work/stderr" || fail "kvmini did not report a reboot"
+	;;
+panic)
+	grep -q 'panicked' "$work/stderr" || fail "kvmini did not report the kernel panic"
+	;;
+esac
+echo "PASS ($case_name)"
