@@ -154,12 +154,15 @@ case "$case_name" in
     # Bulk writes through 9p: with the default cache=loose the kernel
     # writes pages back one by one at sync, the slow part.
     start=$(date +%s.%N)
-    check 'dd if=/dev/zero of="$work/throughput.bin" bs=1M count=16 status=none && sync' \
-      "write 16 MiB under the build tree and sync"
+    check 'dd if=/dev/zero of="$work/throughput.bin" bs=1M count=8 status=none && sync' \
+      "write 8 MiB under the build tree and sync"
     end=$(date +%s.%N)
-    rate=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", 16 / (e - s) }')
+    rate=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", 8 / (e - s) }')
     echo "rig-selftest: writing under the build tree (dd + sync): $rate MiB/s"
-    check "awk -v r=$rate 'BEGIN { exit !(r >= 0.3) }'" "writes through 9p reach at least 0.3 MiB/s"
+    # The floor catches a broken set-up (a tiny msize, a write path gone
+    # synchronous per byte), not a slow day: a 2-core machine with load 19
+    # still gave 0.34 MiB/s.
+    check "awk -v r=$rate 'BEGIN { exit !(r >= 0.1) }'" "writes through 9p reach at least 0.1 MiB/s"
     rm -f "$work/throughput.bin"
     # ctest as scripts/test.sh runs it inside: reads a build tree, writes
     # its logs and the tests' files into it.
