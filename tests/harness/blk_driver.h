@@ -20,7 +20,7 @@ struct BlkRequest {
   // IN and GET_ID: bytes of writable data buffer.
   uint32_t in_length = 0;
   // OUT, DISCARD, WRITE_ZEROES: the readable payload after the header.
-  std::vector<uint8_t> out_data;
+  std::vector<uint8_t> out_data = {};
   // Splits the data into buffers of at most this many bytes (0: one buffer).
   uint32_t segment_size = 0;
   bool indirect = false;

@@ -29,8 +29,8 @@ struct BlkTestbedOptions {
   uint64_t image_bytes = 8 << 20;
   // kImageFile: an existing image to use; empty: a fresh zeroed file in
   // $KVMINI_TEST_IMAGE_DIR (default /dev/shm), deleted with the testbed.
-  std::string image_path;
-  block::BlockOptions block;
+  std::string image_path = {};
+  block::BlockOptions block = {};
   hw::virtio::VirtioBlkOptions blk{.id = "vda", .serial = "kvmini-test-serial"};
   util::AioContext* iothread = nullptr;
   uint64_t ram_bytes = 128 << 20;
