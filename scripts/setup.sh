@@ -11,7 +11,7 @@ KVMINI_PACKAGES=(
   linux-libc-dev liburing-dev libabsl-dev libgtest-dev libgmock-dev
   libbenchmark-dev nlohmann-json3-dev libseccomp-dev
   acpica-tools fio busybox-static sg3-utils cpio gzip kmod
-  qemu-system-x86 gnuplot-nox
+  qemu-system-x86 gnuplot-nox python3
 )
 
 kvmini_say() { printf '\n==> %s\n' "$*" >&2; }
