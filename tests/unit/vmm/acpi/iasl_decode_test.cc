@@ -9,7 +9,6 @@
 
 #include <cstdlib>
 #include <fstream>
-#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -46,10 +45,14 @@ std::string ReadText(const std::string& path) {
   return text.str();
 }
 
-size_t CountMatches(const std::string& text, const std::string& pattern) {
-  const std::regex regex(pattern);
-  return std::distance(std::sregex_iterator(text.begin(), text.end(), regex),
-                       std::sregex_iterator());
+// Occurrences of a literal string (std::regex trips GCC 12's
+// maybe-uninitialized warning under ASan).
+size_t CountOccurrences(const std::string& text, const std::string& literal) {
+  size_t count = 0;
+  for (size_t at = text.find(literal); at != std::string::npos; at = text.find(literal, at + 1)) {
+    ++count;
+  }
+  return count;
 }
 
 class IaslDecodeTest : public ::testing::Test {
@@ -112,7 +115,7 @@ class IaslDecodeTest : public ::testing::Test {
 TEST_F(IaslDecodeTest, Xsdt) {
   const std::string dsl = Decode("xsdt", tables_.tables.at("XSDT"));
   EXPECT_THAT(dsl, HasSubstr("[XSDT]"));
-  EXPECT_EQ(CountMatches(dsl, "ACPI Table Address +[0-9]+ : "), 2u) << dsl;
+  EXPECT_EQ(CountOccurrences(dsl, "ACPI Table Address"), 2u) << dsl;
   EXPECT_THAT(dsl, Not(HasSubstr("Invalid")));
 }
 
@@ -124,18 +127,18 @@ TEST_F(IaslDecodeTest, Fadt) {
   EXPECT_THAT(dsl, ContainsRegex("CMOS RTC Not Present \\(V5\\) : 1"));
   EXPECT_THAT(dsl, ContainsRegex("8042 Present on ports 60/64 \\(V2\\) : 0"));
   EXPECT_THAT(dsl, ContainsRegex("Sleep Control Register : \\[Generic Address Structure\\]"));
-  EXPECT_EQ(CountMatches(dsl, "Address : 0000000000000600"), 3u) << dsl;
+  EXPECT_EQ(CountOccurrences(dsl, "Address : 0000000000000600"), 3u) << dsl;
   EXPECT_THAT(dsl, Not(HasSubstr("Invalid")));
 }
 
 TEST_F(IaslDecodeTest, MadtHasEveryCpuAndTheIoapic) {
   const std::string dsl = Decode("apic", tables_.tables.at("APIC"));
   EXPECT_THAT(dsl, HasSubstr("[APIC]"));
-  EXPECT_EQ(CountMatches(dsl, "Subtable Type : 00 \\[Processor Local APIC\\]"), kVcpus) << dsl;
+  EXPECT_EQ(CountOccurrences(dsl, "Subtable Type : 00 [Processor Local APIC]"), kVcpus) << dsl;
   for (uint32_t i = 0; i < kVcpus; ++i) {
     EXPECT_THAT(dsl, ContainsRegex("Local Apic ID : 0" + std::to_string(i)));
   }
-  EXPECT_EQ(CountMatches(dsl, "Subtable Type : 01 \\[I/O APIC\\]"), 1u) << dsl;
+  EXPECT_EQ(CountOccurrences(dsl, "Subtable Type : 01 [I/O APIC]"), 1u) << dsl;
   EXPECT_THAT(dsl, ContainsRegex("Address : FEC00000"));
   EXPECT_THAT(dsl, ContainsRegex("Interrupt : 00000000"));
   EXPECT_THAT(dsl, HasSubstr("[Local APIC NMI]"));
@@ -144,13 +147,13 @@ TEST_F(IaslDecodeTest, MadtHasEveryCpuAndTheIoapic) {
 
 TEST_F(IaslDecodeTest, DsdtHasVirtioDevicesCom1AndS5) {
   const std::string dsl = Decode("dsdt", tables_.tables.at("DSDT"));
-  EXPECT_EQ(CountMatches(dsl, "Name \\(_HID, \"LNRO0005\"\\)"), kDevices) << dsl;
+  EXPECT_EQ(CountOccurrences(dsl, "Name (_HID, \"LNRO0005\")"), kDevices) << dsl;
   EXPECT_THAT(dsl, HasSubstr("Device (V000)"));
   EXPECT_THAT(dsl, HasSubstr("Device (V001)"));
   // iasl puts a comment after each value: "0xD0000000,  // Address Base".
   EXPECT_THAT(dsl, ContainsRegex("Memory32Fixed \\(ReadWrite,\\s+0xD0000000,[^\n]*\n\\s+0x00001000,"));
   EXPECT_THAT(dsl, ContainsRegex("Memory32Fixed \\(ReadWrite,\\s+0xD0001000,[^\n]*\n\\s+0x00001000,"));
-  EXPECT_EQ(CountMatches(dsl, "Interrupt \\(ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, \\)"),
+  EXPECT_EQ(CountOccurrences(dsl, "Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, )"),
             kDevices)
       << dsl;
   EXPECT_THAT(dsl, ContainsRegex("\\{\\s+0x00000010,\\s+\\}"));
