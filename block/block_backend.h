@@ -83,9 +83,10 @@ class BlockBackend {
 
   // Operations started and not yet completed. Any thread.
   virtual uint64_t in_flight() const = 0;
-  // From the main loop thread, no lock held: returns when in_flight() is 0,
-  // polling the main context meanwhile (AioWaitWhileUnlocked). The caller
-  // makes sure nothing starts new operations while it drains.
+  // From the main loop thread, no lock held, not from one of this
+  // backend's completions: returns when in_flight() is 0, polling the main
+  // context meanwhile (AioWaitWhileUnlocked). The caller makes sure nothing
+  // starts new operations while it drains.
   virtual void Drain() = 0;
   // From the main loop thread, drained (asserted): attaches to `context`.
   virtual void SetAioContext(util::AioContext& context) = 0;

@@ -112,6 +112,7 @@ void IoUringEngine::SubmitBatch() {
   int result;
   do {
     result = io_uring_submit(&ring_);
+    ++submit_calls_;
   } while (result == -EINTR);
   if (result >= 0) {
     prepared_ -= static_cast<unsigned>(result);

@@ -37,6 +37,10 @@ class IoUringEngine final : public util::AioContext::Extension, public IoEngine 
   AioEngine kind() const override { return AioEngine::kIoUring; }
   void Submit(IoOperation* operation) override;
 
+  // io_uring_submit calls made so far (read in the home thread): what shows
+  // that a batch of operations went to the kernel together.
+  uint64_t submit_calls() const { return submit_calls_; }
+
  private:
   absl::Status SetUp();
   // Fills an SQE for `operation`; false if the submission queue is full.
@@ -57,6 +61,7 @@ class IoUringEngine final : public util::AioContext::Extension, public IoEngine 
   std::deque<IoOperation*> waiting_;  // no room in the ring yet
   std::unique_ptr<util::BottomHalf> submit_bh_;
   bool retry_timer_armed_ = false;
+  uint64_t submit_calls_ = 0;
 };
 
 }  // namespace kvmini::block
