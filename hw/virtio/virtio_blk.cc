@@ -139,14 +139,8 @@ void VirtioBlk::ProcessQueue(Virtqueue& queue) {
   KVMINI_CHECK(backend_->context().InHomeThread(),
                "virtio-blk queue processed outside its backend's event loop thread");
   if (queue.index() >= scratch_chains_.size()) return;  // not activated
-  DescriptorChain& chain = scratch_chains_[queue.index()];
-  Virtqueue::PopResult result;
-  do {
-    while ((result = queue.Pop(chain)) == Virtqueue::PopResult::kChain) {
-      HandleChain(queue, chain);
-    }
-  } while (result == Virtqueue::PopResult::kEmpty && !queue.ArmKickAndCheckEmpty());
-  queue.Publish();
+  queue.ServeAvailable(scratch_chains_[queue.index()],
+                       [&](const DescriptorChain& chain) { HandleChain(queue, chain); });
 }
 
 bool VirtioBlk::InRange(uint64_t sector, uint64_t sectors) const {

@@ -261,6 +261,15 @@ bool Virtqueue::ArmKickAndCheckEmpty() {
   return cached_avail_index_ == last_avail_index_;
 }
 
+void Virtqueue::ServeAvailable(DescriptorChain& chain,
+                               absl::FunctionRef<void(const DescriptorChain&)> handle) {
+  PopResult result;
+  do {
+    while ((result = Pop(chain)) == PopResult::kChain) handle(chain);
+  } while (result == PopResult::kEmpty && !ArmKickAndCheckEmpty());
+  Publish();
+}
+
 void Virtqueue::Push(uint16_t head, uint32_t written) {
   KVMINI_CHECK(size_ != 0, "push to an unconfigured virtqueue");
   uint64_t slot = used_ring_ + 4 + 8 * uint64_t{static_cast<uint16_t>(used_index_ % size_)};

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "hw/memory/guest_memory.h"
 #include "hw/virtio/virtio_constants.h"
@@ -109,6 +110,13 @@ class Virtqueue {
   // popped, then re-checks. Returns true if the ring is (still) empty, so
   // the caller can stop; false if more arrived meanwhile.
   bool ArmKickAndCheckEmpty();
+
+  // The usual processing pass of a device: hands every available chain to
+  // `handle` (which pushes or answers it later), re-arms the driver's kick
+  // (EVENT_IDX) and re-checks so nothing that raced in is left behind, then
+  // publishes. `chain` is scratch storage reused across calls.
+  void ServeAvailable(DescriptorChain& chain,
+                      absl::FunctionRef<void(const DescriptorChain&)> handle);
 
   // Returns a chain to the driver with `written` bytes written into it;
   // takes effect for the driver at the next Publish().
