@@ -1,0 +1,123 @@
+#include "vmm/sandbox/syscall_lists.h"
+
+#include <linux/kvm.h>
+#include <linux/seccomp.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/ioctl.h>
+
+#include <cerrno>
+#include <initializer_list>
+
+namespace kvmini::vmm::sandbox {
+namespace {
+
+// The kernel reads an ioctl's request as 32 bits; whatever a caller leaves
+// in the upper half is ignored, so it is ignored here too.
+constexpr uint64_t kIoctlRequestMask = 0xffffffffu;
+
+AllowedSyscall Any(long number) { return {number, {}}; }
+
+AllowedSyscall ArgumentIs(long number, unsigned index, uint64_t value) {
+  return {number, {{index, ~uint64_t{0}, value}}};
+}
+
+// Allowed when none of `bits` is set in the argument.
+AllowedSyscall BitsClear(long number, unsigned index, uint64_t bits) {
+  return {number, {{index, bits, 0}}};
+}
+
+void AddIoctls(std::vector<AllowedSyscall>& list, std::initializer_list<unsigned long> requests) {
+  for (unsigned long request : requests) {
+    list.push_back({SYS_ioctl, {{1, kIoctlRequestMask, request & kIoctlRequestMask}}});
+  }
+}
+
+void AddAll(std::vector<AllowedSyscall>& list, std::initializer_list<long> numbers) {
+  for (long number : numbers) list.push_back(Any(number));
+}
+
+// What every thread needs, whatever it runs: memory for malloc and Abseil,
+// locks, clocks, logging to stderr, abort() on a failed check, the
+// violation report itself, and its own end.
+void AddCommon(std::vector<AllowedSyscall>& list, pid_t pid) {
+  // Never executable: no thread of ours creates code at run time.
+  list.push_back(BitsClear(SYS_mmap, 2, PROT_EXEC));
+  list.push_back(BitsClear(SYS_mprotect, 2, PROT_EXEC));
+  AddAll(list, {SYS_munmap, SYS_mremap, SYS_madvise, SYS_brk});
+  // util::Mutex (absl::Mutex), std::promise/future, thread joins.
+  AddAll(list, {SYS_futex, SYS_sched_yield, SYS_restart_syscall});
+  // vDSO fall-backs (absl::Now, the CMOS clock).
+  AddAll(list, {SYS_clock_gettime, SYS_gettimeofday, SYS_time});
+  // Log lines, eventfd kicks and irqfds; glibc's fatal messages use writev.
+  AddAll(list, {SYS_write, SYS_writev});
+  // raise()/abort() and the violation handler: own ids, the signal mask,
+  // back to the default action for SIGABRT/SIGSYS, a signal to itself.
+  AddAll(list, {SYS_getpid, SYS_gettid, SYS_rt_sigprocmask, SYS_rt_sigreturn});
+  list.push_back(ArgumentIs(SYS_rt_sigaction, 0, SIGABRT));
+  list.push_back(ArgumentIs(SYS_rt_sigaction, 0, SIGSYS));
+  list.push_back(ArgumentIs(SYS_tgkill, 0, static_cast<uint64_t>(pid)));
+  AddAll(list, {SYS_exit, SYS_exit_group});
+  // A thread that inherited a filter may still add its own (which can
+  // only take permissions away). Not TSYNC: the only flag allowed is LOG.
+  list.push_back(ArgumentIs(SYS_prctl, 0, PR_SET_NO_NEW_PRIVS));
+  list.push_back({SYS_seccomp, {{0, ~uint64_t{0}, SECCOMP_SET_MODE_FILTER},
+                                {1, ~uint64_t{SECCOMP_FILTER_FLAG_LOG}, 0}}});
+}
+
+// An AioContext's loop and what runs in it: fd handlers (eventfds),
+// bottom halves, the io_uring engine, a BlockBackend's inline
+// RWF_NOWAIT fast path.
+void AddEventLoop(std::vector<AllowedSyscall>& list) {
+  AddAll(list, {SYS_epoll_pwait2, SYS_epoll_ctl, SYS_read, SYS_io_uring_enter, SYS_preadv2,
+                SYS_pwritev2});
+}
+
+// The sanitizers' run-times make calls of their own from every thread
+// (shadow memory, reports, TSan's clock and thread bookkeeping). Sanitizer
+// builds are test builds: these are allowed there and only there.
+void AddSanitizerRuntime(std::vector<AllowedSyscall>& list) {
+  if (!IsSanitizerBuild()) return;
+  AddAll(list, {SYS_mmap, SYS_mprotect, SYS_getrlimit, SYS_prlimit64, SYS_sigaltstack,
+                SYS_sched_getaffinity, SYS_openat, SYS_open, SYS_close, SYS_read, SYS_pread64,
+                SYS_readlink, SYS_readlinkat, SYS_fstat, SYS_newfstatat, SYS_lseek,
+                SYS_getdents64, SYS_nanosleep, SYS_clock_nanosleep, SYS_getppid, SYS_prctl});
+}
+
+}  // namespace
+
+std::vector<AllowedSyscall> AllowList(ThreadKind kind, pid_t pid) {
+  std::vector<AllowedSyscall> list;
+  AddCommon(list, pid);
+  switch (kind) {
+    case ThreadKind::kMain:
+      AddEventLoop(list);
+      // The control socket: clients come and go; answers go out with
+      // send(MSG_NOSIGNAL); the socket file is removed at exit.
+      AddAll(list, {SYS_accept4, SYS_sendto, SYS_close, SYS_unlink});
+      // Serial input interrupts; device (un)registration of ioeventfds and
+      // irqfds; the terminal restored at exit.
+      AddIoctls(list, {KVM_IRQ_LINE, KVM_IOEVENTFD, KVM_IRQFD, TCGETS, TCSETS});
+      break;
+    case ThreadKind::kIoThread:
+      AddEventLoop(list);
+      break;
+    case ThreadKind::kVcpu:
+      // KVM_GET_(S)REGS describe the vCPU when it fails; KVM_IRQ_LINE is
+      // the UART's interrupt, raised from its register handlers.
+      AddIoctls(list, {KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_IRQ_LINE});
+      break;
+    case ThreadKind::kBlockWorker:
+      // The work eventfd, and block::RunBlocking's calls.
+      AddAll(list, {SYS_read, SYS_preadv, SYS_pwritev, SYS_fdatasync, SYS_fallocate});
+      break;
+  }
+  AddSanitizerRuntime(list);
+  return list;
+}
+
+std::vector<RefusedSyscall> RefusedList() { return {{SYS_clone, EPERM}, {SYS_clone3, EPERM}}; }
+
+}  // namespace kvmini::vmm::sandbox
