@@ -55,4 +55,11 @@ struct ScsiDisk::Task {
   Task* next = nullptr;
 };
 
+template <typename Step>
+void ScsiDisk::Launch(Task& task, Step&& first_step) {
+  ++task.pending;
+  first_step(task);
+  if (--task.pending == 0) Advance(task);
+}
+
 }  // namespace kvmini::hw::scsi

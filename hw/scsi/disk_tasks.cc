@@ -17,11 +17,6 @@ ScsiDisk::Task& ScsiDisk::NewTask(ScsiRequest request, const RequestBuffers& buf
   return *task;
 }
 
-void ScsiDisk::Launch(Task& task, absl::AnyInvocable<void(Task&)> first_step) {
-  task.next_step = std::move(first_step);
-  Advance(task);
-}
-
 block::BlockBackend::Completion ScsiDisk::TrackOperation(Task& task) {
   ++task.pending;
   return [this, &task](int status) { OnOperationDone(task, status); };

@@ -145,8 +145,10 @@ class ScsiDisk {
   // Task life cycle (disk_tasks.cc).
   Task& NewTask(ScsiRequest request, const RequestBuffers& buffers, const ParsedCdb& parsed,
                 ScsiCompletion done);
-  // Starts the task's first step, then completes it when no step is left.
-  void Launch(Task& task, absl::AnyInvocable<void(Task&)> first_step);
+  // Runs the task's first step (inline: no type erasure on the hot path),
+  // then completes it if the step left nothing in flight.
+  template <typename Step>
+  void Launch(Task& task, Step&& first_step);
   // Returns the completion to hand to one backend operation of `task`.
   block::BlockBackend::Completion TrackOperation(Task& task);
   void OnOperationDone(Task& task, int status);
