@@ -72,7 +72,7 @@ absl::Status GuestMemory::Read(uint64_t guest_address, std::span<uint8_t> out) c
     return absl::OutOfRangeError(absl::StrFormat(
         "guest address range [%#x, +%#x) is outside guest RAM", guest_address, out.size()));
   }
-  std::memcpy(out.data(), source->data(), out.size());
+  if (!out.empty()) std::memcpy(out.data(), source->data(), out.size());
   return absl::OkStatus();
 }
 
@@ -82,7 +82,7 @@ absl::Status GuestMemory::Write(uint64_t guest_address, std::span<const uint8_t>
     return absl::OutOfRangeError(absl::StrFormat(
         "guest address range [%#x, +%#x) is outside guest RAM", guest_address, data.size()));
   }
-  std::memcpy(target->data(), data.data(), data.size());
+  if (!data.empty()) std::memcpy(target->data(), data.data(), data.size());
   return absl::OkStatus();
 }
 

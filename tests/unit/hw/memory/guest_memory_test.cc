@@ -50,6 +50,13 @@ TEST(GuestMemoryTest, ReadWriteRoundTripAndOutOfRangeErrors) {
   EXPECT_FALSE(memory->ReadObject<uint64_t>(2 * kMiB - 4).ok());
 }
 
+TEST(GuestMemoryTest, ZeroLengthAccessesInsideRamSucceed) {
+  auto memory = TwoRegions();
+  EXPECT_TRUE(memory->Read(100, std::span<uint8_t>()).ok());
+  EXPECT_TRUE(memory->Write(2 * kMiB, std::span<const uint8_t>()).ok());
+  EXPECT_FALSE(memory->Write(3 * kGiB, std::span<const uint8_t>()).ok());
+}
+
 TEST(GuestMemoryTest, AtomicAccessorsNeedAlignmentAndRam) {
   auto memory = TwoRegions();
   EXPECT_TRUE(memory->StoreRelease<uint16_t>(2, 7));
