@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "hw/scsi/disk_task.h"
+#include "util/aio_wait.h"
 
 namespace kvmini::hw::scsi {
 
@@ -64,6 +65,7 @@ void ScsiDisk::Finish(Task& task, const ScsiResult& result) {
   // After the completion: a transport draining on in_flight() must not see
   // 0 before the response is out.
   in_flight_.fetch_sub(1, std::memory_order_release);
+  util::AioWaitKick();  // a main-loop AioWaitWhileUnlocked may wait for in_flight()
   for (const auto& waiter : waiters) {
     if (--waiter->remaining == 0) std::move(waiter->done)();
   }

@@ -102,7 +102,9 @@ class ScsiDisk {
   void Reset(absl::AnyInvocable<void() &&> done);
   // QUERY TASK / QUERY TASK SET.
   bool HasTask(uint64_t tag) const;
-  // Requests submitted and not yet completed. Readable from any thread.
+  // Requests submitted and not yet completed. Readable from any thread; it
+  // drops after the completion ran, with an AioWaitKick(), so the main loop
+  // can wait for it with AioWaitWhileUnlocked().
   size_t in_flight() const { return in_flight_.load(std::memory_order_acquire); }
 
   const DiskProfile& profile() const { return profile_; }
