@@ -28,9 +28,9 @@ constexpr uint8_t kMultiNamePrefix = 0x2F;
 constexpr uint8_t kNullName = 0x00;
 
 // Resource descriptor tags (6.4).
-constexpr uint8_t kIoPortTag = 0x47;  // small item 8, length 7
+constexpr uint8_t kIoPortTag = 0x47;      // small item 8, length 7
 constexpr uint8_t kIrqNoFlagsTag = 0x22;  // small item 4, length 2
-constexpr uint8_t kEndTag = 0x79;  // small item 0xF, length 1
+constexpr uint8_t kEndTag = 0x79;         // small item 0xF, length 1
 constexpr uint8_t kMemory32FixedTag = 0x86;
 constexpr uint8_t kExtendedInterruptTag = 0x89;
 
@@ -143,8 +143,7 @@ Bytes EisaId(std::string_view id) {
   }
   // Big-endian 16-bit vendor code (0 | 5 | 5 | 5 bits), then the product
   // number's two bytes; stored as a DWord in that byte order.
-  return {kDWordPrefix,
-          static_cast<uint8_t>((letters[0] << 2) | (letters[1] >> 3)),
+  return {kDWordPrefix, static_cast<uint8_t>((letters[0] << 2) | (letters[1] >> 3)),
           static_cast<uint8_t>(((letters[1] & 0x7) << 5) | letters[2]),
           static_cast<uint8_t>((HexDigit(id[3]) << 4) | HexDigit(id[4])),
           static_cast<uint8_t>((HexDigit(id[5]) << 4) | HexDigit(id[6]))};

@@ -31,13 +31,13 @@ aml::Bytes VirtioMmioDevice(uint32_t index, const x86::MmioDeviceWindow& window)
           aml::Name("_HID", aml::String("LNRO0005")),
           aml::Name("_UID", aml::Integer(index)),
           aml::Name("_CCA", aml::Integer(1)),  // DMA is cache coherent
-          aml::Name("_CRS", aml::ResourceTemplate({
-                                aml::Memory32Fixed(true, static_cast<uint32_t>(window.base),
-                                                   static_cast<uint32_t>(window.size)),
-                                aml::ExtendedInterrupt(aml::Trigger::kEdge,
-                                                       aml::Polarity::kActiveHigh,
-                                                       aml::Sharing::kExclusive, window.gsi),
-                            })),
+          aml::Name("_CRS",
+                    aml::ResourceTemplate({
+                        aml::Memory32Fixed(true, static_cast<uint32_t>(window.base),
+                                           static_cast<uint32_t>(window.size)),
+                        aml::ExtendedInterrupt(aml::Trigger::kEdge, aml::Polarity::kActiveHigh,
+                                               aml::Sharing::kExclusive, window.gsi),
+                    })),
       });
 }
 

@@ -16,7 +16,7 @@ inline constexpr uint64_t kSdtLengthOffset = 4;
 inline constexpr uint64_t kSdtChecksumOffset = 9;
 
 // The OEM identity every kvmini table carries.
-inline constexpr std::string_view kOemId = "KVMINI";        // 6 bytes
+inline constexpr std::string_view kOemId = "KVMINI";         // 6 bytes
 inline constexpr std::string_view kOemTableId = "KVMINIVM";  // 8 bytes
 inline constexpr std::string_view kCreatorId = "KVMI";       // 4 bytes
 

@@ -57,9 +57,9 @@ Table BuildFadt(uint64_t dsdt_address) {
   StoreLittleEndian<uint64_t>(table, kFadtExtendedDsdt, dsdt_address);
   StoreLittleEndian<uint16_t>(table, kFadtBootArchitecture,
                               kBootArchVgaNotPresent | kBootArchCmosRtcNotPresent);
-  StoreLittleEndian<uint32_t>(table, kFadtFlags,
-                              kFlagPowerButton | kFlagSleepButton | kFlagResetRegisterSupported |
-                                  kFlagHardwareReduced);
+  StoreLittleEndian<uint32_t>(
+      table, kFadtFlags,
+      kFlagPowerButton | kFlagSleepButton | kFlagResetRegisterSupported | kFlagHardwareReduced);
   StoreIoPortAddress(table, kFadtResetRegister, kPowerPort);
   table[kFadtResetValue] = kResetValue;
   table[kFadtMinorVersion] = kFadtMinorRevision;
@@ -117,8 +117,8 @@ Table BuildRsdp(uint64_t xsdt_address) {
   Table table(kSignature.begin(), kSignature.end());
   table.push_back(0);  // checksum of the first 20 bytes
   table.insert(table.end(), kOemId.begin(), kOemId.end());
-  table.push_back(2);                           // revision
-  AppendLittleEndian<uint32_t>(table, 0);       // RSDT address: none
+  table.push_back(2);                      // revision
+  AppendLittleEndian<uint32_t>(table, 0);  // RSDT address: none
   AppendLittleEndian<uint32_t>(table, kRsdpSize);
   AppendLittleEndian<uint64_t>(table, xsdt_address);
   table.push_back(0);  // extended checksum (all 36 bytes)
@@ -150,8 +150,8 @@ absl::Status ValidateConfig(const AcpiConfig& config) {
     for (size_t j = 0; j < i; ++j) {
       const x86::MmioDeviceWindow& other = devices[j];
       if (device.base < other.base + other.size && other.base < device.base + device.size) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "virtio-mmio devices %d and %d have overlapping windows", j, i));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("virtio-mmio devices %d and %d have overlapping windows", j, i));
       }
       if (device.gsi == other.gsi) {
         return absl::InvalidArgumentError(

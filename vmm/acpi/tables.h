@@ -42,8 +42,7 @@ struct AcpiTables {
 
 // Validates `config` (InvalidArgument naming the bad device or count),
 // builds the tables and writes them at x86::kAcpiAreaStart.
-absl::StatusOr<AcpiTables> BuildAcpiTables(const hw::GuestMemory& memory,
-                                           const AcpiConfig& config);
+absl::StatusOr<AcpiTables> BuildAcpiTables(const hw::GuestMemory& memory, const AcpiConfig& config);
 
 // The DSDT alone (header included, checksummed), for BuildAcpiTables and
 // tests. `config` must already be valid.

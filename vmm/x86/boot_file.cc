@@ -61,9 +61,9 @@ absl::Status BootFile::ReadAt(uint64_t offset, std::span<uint8_t> destination) c
       return absl::ErrnoToStatus(errno, absl::StrFormat("cannot read %s file %s", what_, path_));
     }
     if (result == 0) {
-      return absl::DataLossError(absl::StrFormat(
-          "%s file %s ended at %d bytes while being read (was it changed?)", what_, path_,
-          offset + done));
+      return absl::DataLossError(
+          absl::StrFormat("%s file %s ended at %d bytes while being read (was it changed?)", what_,
+                          path_, offset + done));
     }
     done += static_cast<uint64_t>(result);
   }

@@ -25,11 +25,6 @@ absl::StatusOr<BzImage> ParseBzImage(std::span<const uint8_t> head, uint64_t fil
   auto invalid = [name](std::string_view reason) {
     return absl::InvalidArgumentError(absl::StrFormat("%s: %s", name, reason));
   };
-  constexpr uint8_t kElfMagic[] = {0x7F, 'E', 'L', 'F'};
-  if (image.size() >= 4 && std::memcmp(image.data(), kElfMagic, 4) == 0) {
-    return invalid(
-        "is an ELF file (an uncompressed vmlinux?); kvmini boots a bzImage (vmlinuz)");
-  }
   if (file_size < kLimit) {
     return invalid(absl::StrFormat(
         "not a bzImage: only %d bytes, too short to hold the boot setup header", file_size));
@@ -56,14 +51,13 @@ absl::StatusOr<BzImage> ParseBzImage(std::span<const uint8_t> head, uint64_t fil
   }
   const uint64_t header_end = kHeaderMagic + image[kJump + 1];
   if (header_end < kInitSize + 4) {
-    return invalid(absl::StrFormat(
-        "setup header ends at %#x, too short for boot protocol %s", header_end,
-        VersionString(version)));
+    return invalid(absl::StrFormat("setup header ends at %#x, too short for boot protocol %s",
+                                   header_end, VersionString(version)));
   }
   if (header_end > kLimit) {
-    return invalid(absl::StrFormat(
-        "setup header claims to end at %#x, past the zero page's header area (%#x)", header_end,
-        kLimit));
+    return invalid(
+        absl::StrFormat("setup header claims to end at %#x, past the zero page's header area (%#x)",
+                        header_end, kLimit));
   }
 
   uint64_t setup_sectors = image[kSetupSectors];

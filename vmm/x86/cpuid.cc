@@ -46,11 +46,11 @@ constexpr int kEcxCmpLegacy = 1;  // HTT counts cores, not threads
 void NormalizeLeaf1(kvm_cpuid_entry2& entry, uint32_t apic_id, uint32_t vcpu_count,
                     bool tsc_deadline_supported) {
   const uint32_t logical_ids = std::min<uint32_t>(std::bit_ceil(vcpu_count), 0xFF);
-  entry.ebx = (entry.ebx & 0xFF) | (kClflushLineSizeIn8Bytes << 8) | (logical_ids << 16) |
-              (apic_id << 24);
+  entry.ebx =
+      (entry.ebx & 0xFF) | (kClflushLineSizeIn8Bytes << 8) | (logical_ids << 16) | (apic_id << 24);
   entry.ecx &= ~Bit(kEcxPdcm);
-  entry.ecx = tsc_deadline_supported ? entry.ecx | Bit(kEcxTscDeadline)
-                                     : entry.ecx & ~Bit(kEcxTscDeadline);
+  entry.ecx =
+      tsc_deadline_supported ? entry.ecx | Bit(kEcxTscDeadline) : entry.ecx & ~Bit(kEcxTscDeadline);
   entry.ecx |= Bit(kEcxHypervisor);
   entry.edx = vcpu_count > 1 ? entry.edx | Bit(kEdxHtt) : entry.edx & ~Bit(kEdxHtt);
 }
@@ -115,8 +115,8 @@ void NormalizeCpuid(std::vector<kvm_cpuid_entry2>& entries, uint32_t vcpu_index,
         break;
       case 0x80000001:
         if (vendor == Vendor::kAmd) {
-          entry.ecx = vcpu_count > 1 ? entry.ecx | Bit(kEcxCmpLegacy)
-                                     : entry.ecx & ~Bit(kEcxCmpLegacy);
+          entry.ecx =
+              vcpu_count > 1 ? entry.ecx | Bit(kEcxCmpLegacy) : entry.ecx & ~Bit(kEcxCmpLegacy);
         }
         break;
       case 0x80000008:

@@ -12,12 +12,31 @@ namespace {
 // Descriptor flags: access byte | (G, DB, L, AVL) << 12.
 constexpr uint16_t kCode64Flags = 0xA09B;  // present, exec/read, accessed; G=1, L=1
 constexpr uint16_t kDataFlags = 0xC093;    // present, read/write, accessed; G=1, DB=1
-constexpr uint16_t kTssFlags = 0x808B;     // present, busy 64-bit TSS; G=1
+constexpr uint16_t kTssFlags = 0x808B;     // present, busy TSS; G=1
+constexpr uint16_t kCode32Flags = 0xC09B;  // present, exec/read, accessed; G=1, DB=1
 constexpr uint32_t kFlatLimit = 0xFFFFF;
 
-std::array<uint64_t, 4> BootGdt() {
+using Gdt = std::array<uint64_t, 5>;
+static_assert(kGdtAddress + sizeof(Gdt) <= kIdtAddress, "GDT runs into the IDT");
+
+Gdt BootGdt() {
   return {0, GdtDescriptor(kCode64Flags, 0, kFlatLimit), GdtDescriptor(kDataFlags, 0, kFlatLimit),
-          GdtDescriptor(kTssFlags, 0, kFlatLimit)};
+          GdtDescriptor(kTssFlags, 0, kFlatLimit), GdtDescriptor(kCode32Flags, 0, kFlatLimit)};
+}
+
+// Segments, descriptor tables and flags both start states share.
+BootState FlatSegmentState(const Gdt& gdt, uint16_t code_selector) {
+  BootState state;
+  state.rsp = kBootStackPointer;
+  state.rbp = kBootStackPointer;
+  state.rflags = 1 << 1;  // bit 1 always reads as 1; interrupts off
+  state.cs = SegmentFromDescriptor(gdt[code_selector / 8], code_selector);
+  const SegmentState data = SegmentFromDescriptor(gdt[kDataSelector / 8], kDataSelector);
+  state.ds = state.es = state.fs = state.gs = state.ss = data;
+  state.tr = SegmentFromDescriptor(gdt[kTssSelector / 8], kTssSelector);
+  state.gdt = {kGdtAddress, static_cast<uint16_t>(sizeof(gdt) - 1)};
+  state.idt = {kIdtAddress, sizeof(uint64_t) - 1};
+  return state;
 }
 
 // Page-table entry bits.
@@ -32,7 +51,6 @@ constexpr uint64_t kCr0Paging = 1ull << 31;
 constexpr uint64_t kCr4Pae = 1 << 5;
 constexpr uint64_t kEferLongModeEnable = 1 << 8;
 constexpr uint64_t kEferLongModeActive = 1 << 10;
-constexpr uint64_t kRflagsReserved = 1 << 1;  // bit 1 always reads as 1
 
 kvm_segment ToKvmSegment(const SegmentState& segment) {
   kvm_segment result{};
@@ -108,29 +126,28 @@ absl::Status WriteLongModeTables(const hw::GuestMemory& memory) {
 }
 
 BootState LongModeBootState(uint64_t entry, uint64_t rsi) {
-  BootState state;
+  BootState state = FlatSegmentState(BootGdt(), kCodeSelector);
   state.rip = entry;
   state.rsi = rsi;
-  state.rsp = kBootStackPointer;
-  state.rbp = kBootStackPointer;
-  state.rflags = kRflagsReserved;
   state.cr0 = kCr0ProtectionEnable | kCr0ExtensionType | kCr0Paging;
   state.cr3 = kPml4Address;
   state.cr4 = kCr4Pae;
   state.efer = kEferLongModeEnable | kEferLongModeActive;
-  const std::array<uint64_t, 4> gdt = BootGdt();
-  state.cs = SegmentFromDescriptor(gdt[kCodeSelector / 8], kCodeSelector);
-  const SegmentState data = SegmentFromDescriptor(gdt[kDataSelector / 8], kDataSelector);
-  state.ds = state.es = state.fs = state.gs = state.ss = data;
-  state.tr = SegmentFromDescriptor(gdt[kTssSelector / 8], kTssSelector);
-  state.gdt = {kGdtAddress, static_cast<uint16_t>(sizeof(gdt) - 1)};
-  state.idt = {kIdtAddress, sizeof(uint64_t) - 1};
+  return state;
+}
+
+BootState ProtectedModeBootState(uint64_t entry, uint64_t rbx) {
+  BootState state = FlatSegmentState(BootGdt(), kCode32Selector);
+  state.rip = entry;
+  state.rbx = rbx;
+  state.cr0 = kCr0ProtectionEnable | kCr0ExtensionType;
   return state;
 }
 
 void FillRegs(const BootState& state, kvm_regs* regs) {
   *regs = kvm_regs{};
   regs->rip = state.rip;
+  regs->rbx = state.rbx;
   regs->rsi = state.rsi;
   regs->rsp = state.rsp;
   regs->rbp = state.rbp;

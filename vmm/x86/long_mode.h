@@ -1,10 +1,12 @@
 // The CPU state in which the BSP starts: 64-bit long mode with paging on an
-// identity map, flat segments from our GDT, and the registers of the Linux
-// 64-bit boot protocol. WriteLongModeTables() puts the GDT, IDT and page
-// tables into guest memory; LongModeBootState() gives the matching register
-// values as plain data, and the Fill*() helpers turn them into the structs
-// KVM_SET_REGS/SREGS/FPU take. Also usable for tiny test payloads: write the
-// tables, load code anywhere in RAM, start at its address.
+// identity map and the registers of the Linux 64-bit boot protocol, or
+// 32-bit protected mode without paging for the PVH entry; flat segments
+// from our GDT either way. WriteLongModeTables() puts the GDT, IDT and page
+// tables into guest memory; LongModeBootState() / ProtectedModeBootState()
+// give the matching register values as plain data, and the Fill*() helpers
+// turn them into the structs KVM_SET_REGS/SREGS/FPU take. Also usable for
+// tiny test payloads: write the tables, load code anywhere in RAM, start at
+// its address.
 #pragma once
 
 #include <linux/kvm.h>
@@ -16,10 +18,12 @@
 
 namespace kvmini::vmm::x86 {
 
-// GDT selectors (index * 8) of the boot GDT: null, code, data, TSS.
+// GDT selectors (index * 8) of the boot GDT: null, 64-bit code, data, TSS,
+// 32-bit code.
 inline constexpr uint16_t kCodeSelector = 0x08;
 inline constexpr uint16_t kDataSelector = 0x10;
 inline constexpr uint16_t kTssSelector = 0x18;
+inline constexpr uint16_t kCode32Selector = 0x20;
 
 // A segment register's hidden part, unpacked from its GDT descriptor.
 struct SegmentState {
@@ -44,7 +48,8 @@ struct DescriptorTableState {
 // Initial BSP registers. General registers not named here start at 0.
 struct BootState {
   uint64_t rip = 0;
-  uint64_t rsi = 0;  // boot_params GPA for Linux
+  uint64_t rbx = 0;  // hvm_start_info GPA for the PVH entry
+  uint64_t rsi = 0;  // boot_params GPA for the Linux 64-bit entry
   uint64_t rsp = 0;
   uint64_t rbp = 0;
   uint64_t rflags = 0;
@@ -64,6 +69,10 @@ absl::Status WriteLongModeTables(const hw::GuestMemory& memory);
 // The register state matching WriteLongModeTables(), starting at `entry`
 // with RSI = `rsi` and the boot stack.
 BootState LongModeBootState(uint64_t entry, uint64_t rsi);
+
+// 32-bit protected mode, paging off, flat 32-bit code and data segments
+// from the same GDT, EBX = `rbx`: the state the PVH entry expects.
+BootState ProtectedModeBootState(uint64_t entry, uint64_t rbx);
 
 // The raw 8-byte GDT descriptor for (flags, base, limit), where `flags` packs
 // the access byte in bits 0-7 and the G/DB/L/AVL nibble in bits 12-15

@@ -32,16 +32,16 @@ absl::StatusOr<std::vector<hw::GuestMemory::Range>> GuestRamRanges(uint64_t memo
                         kMinimumMemoryBytes / kMiB));
   }
   if (memory_bytes % kPageSize != 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "guest memory size %d bytes is not a multiple of 4 KiB", memory_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("guest memory size %d bytes is not a multiple of 4 KiB", memory_bytes));
   }
   // Guest-physical space above 4 GiB is limited by the CPU's physical
   // address width; far beyond anything this host could back anyway.
   constexpr uint64_t kMaximumMemoryBytes = 1ull << 46;
   if (memory_bytes > kMaximumMemoryBytes) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "guest memory size %d GiB is larger than the supported %d GiB", memory_bytes / kGiB,
-        kMaximumMemoryBytes / kGiB));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("guest memory size %d GiB is larger than the supported %d GiB",
+                        memory_bytes / kGiB, kMaximumMemoryBytes / kGiB));
   }
   std::vector<hw::GuestMemory::Range> ranges;
   const uint64_t below_hole = std::min(memory_bytes, kMmioHoleStart);

@@ -20,10 +20,15 @@ inline constexpr uint64_t kGiB = 1024 * kMiB;
 inline constexpr uint64_t kPageSize = 4 * kKiB;
 
 // --- Low memory (below 1 MiB), all inside the first RAM range. ---
-// GDT (null, code, data, TSS) and a one-entry IDT, as the 64-bit boot path
-// loads them; the kernel replaces both immediately.
+// GDT (null, 64-bit code, data, TSS, 32-bit code) and a one-entry IDT, as
+// the boot paths load them; the kernel replaces both immediately.
 inline constexpr uint64_t kGdtAddress = 0x500;
-inline constexpr uint64_t kIdtAddress = 0x520;
+inline constexpr uint64_t kIdtAddress = 0x540;
+// PVH entry only: hvm_start_info (EBX at the entry), the module list (the
+// initrd) and the memory map, up to the zero page (unused with PVH).
+inline constexpr uint64_t kPvhStartInfoAddress = 0x6000;
+inline constexpr uint64_t kPvhModuleListAddress = 0x6040;
+inline constexpr uint64_t kPvhMemoryMapAddress = 0x6080;
 // The zero page (struct boot_params), RSI at the 64-bit entry.
 inline constexpr uint64_t kZeroPageAddress = 0x7000;
 inline constexpr uint64_t kZeroPageSize = 0x1000;

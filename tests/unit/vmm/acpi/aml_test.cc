@@ -72,17 +72,17 @@ TEST(ResourceTest, DescriptorBytes) {
 
 // The bytes the spec digest verified with iasl for one virtio-mmio device.
 TEST(DeviceTest, VirtioMmioDeviceMatchesVerifiedEncoding) {
-  const Bytes device = Device(
-      "V000", {
-                  Name("_HID", String("LNRO0005")),
-                  Name("_UID", Integer(0)),
-                  Name("_CCA", Integer(1)),
-                  Name("_CRS", ResourceTemplate({
-                                   Memory32Fixed(true, 0xD0000000, 0x200),
-                                   ExtendedInterrupt(Trigger::kEdge, Polarity::kActiveHigh,
-                                                     Sharing::kExclusive, 5),
-                               })),
-              });
+  const Bytes device =
+      Device("V000", {
+                         Name("_HID", String("LNRO0005")),
+                         Name("_UID", Integer(0)),
+                         Name("_CCA", Integer(1)),
+                         Name("_CRS", ResourceTemplate({
+                                          Memory32Fixed(true, 0xD0000000, 0x200),
+                                          ExtendedInterrupt(Trigger::kEdge, Polarity::kActiveHigh,
+                                                            Sharing::kExclusive, 5),
+                                      })),
+                     });
   const Bytes expected = Concat({
       {0x5B, 0x82, 0x41, 0x04},
       Ascii("V000"),

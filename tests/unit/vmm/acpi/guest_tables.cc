@@ -33,8 +33,7 @@ uint8_t ByteSum(const std::vector<uint8_t>& bytes, size_t length) {
   return sum;
 }
 
-absl::StatusOr<GuestTables> ReadGuestTables(const hw::GuestMemory& memory,
-                                            uint64_t rsdp_address) {
+absl::StatusOr<GuestTables> ReadGuestTables(const hw::GuestMemory& memory, uint64_t rsdp_address) {
   GuestTables result;
   auto rsdp = ReadBytes(memory, rsdp_address, 36);
   if (!rsdp.ok()) return rsdp.status();

@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/unit/vmm/acpi/guest_tables.h"
+#include "tests/unit/vmm/x86/test_guest.h"
 #include "vmm/acpi/tables.h"
 
 namespace kvmini::vmm::acpi {
@@ -67,18 +68,16 @@ class IaslDecodeTest : public ::testing::Test {
     ASSERT_NE(mkdtemp(pattern.data()), nullptr);
     directory_ = pattern;
 
-    auto ranges = x86::GuestRamRanges(256 * x86::kMiB);
-    ASSERT_TRUE(ranges.ok());
-    auto memory = hw::GuestMemory::Allocate(*ranges);
-    ASSERT_TRUE(memory.ok());
+    std::unique_ptr<hw::GuestMemory> memory = x86::testing::MakeTestGuest(256 * x86::kMiB);
+    ASSERT_NE(memory, nullptr);
     AcpiConfig config;
     config.vcpu_count = kVcpus;
     for (uint32_t i = 0; i < kDevices; ++i) {
       config.virtio_mmio_devices.push_back(*x86::VirtioMmioSlot(i));
     }
-    auto built = BuildAcpiTables(**memory, config);
+    auto built = BuildAcpiTables(*memory, config);
     ASSERT_TRUE(built.ok()) << built.status();
-    auto tables = testing::ReadGuestTables(**memory, built->rsdp_address);
+    auto tables = testing::ReadGuestTables(*memory, built->rsdp_address);
     ASSERT_TRUE(tables.ok()) << tables.status();
     tables_ = *tables;
   }
@@ -151,8 +150,10 @@ TEST_F(IaslDecodeTest, DsdtHasVirtioDevicesCom1AndS5) {
   EXPECT_THAT(dsl, HasSubstr("Device (V000)"));
   EXPECT_THAT(dsl, HasSubstr("Device (V001)"));
   // iasl puts a comment after each value: "0xD0000000,  // Address Base".
-  EXPECT_THAT(dsl, ContainsRegex("Memory32Fixed \\(ReadWrite,\\s+0xD0000000,[^\n]*\n\\s+0x00001000,"));
-  EXPECT_THAT(dsl, ContainsRegex("Memory32Fixed \\(ReadWrite,\\s+0xD0001000,[^\n]*\n\\s+0x00001000,"));
+  EXPECT_THAT(dsl,
+              ContainsRegex("Memory32Fixed \\(ReadWrite,\\s+0xD0000000,[^\n]*\n\\s+0x00001000,"));
+  EXPECT_THAT(dsl,
+              ContainsRegex("Memory32Fixed \\(ReadWrite,\\s+0xD0001000,[^\n]*\n\\s+0x00001000,"));
   EXPECT_EQ(CountOccurrences(dsl, "Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, )"),
             kDevices)
       << dsl;
@@ -160,7 +161,9 @@ TEST_F(IaslDecodeTest, DsdtHasVirtioDevicesCom1AndS5) {
   EXPECT_THAT(dsl, ContainsRegex("\\{\\s+0x00000011,\\s+\\}"));
   EXPECT_THAT(dsl, HasSubstr("Device (COM1)"));
   EXPECT_THAT(dsl, HasSubstr("EisaId (\"PNP0501\")"));
-  EXPECT_THAT(dsl, ContainsRegex("IO \\(Decode16,\\s+0x03F8,[^\n]*\n\\s+0x03F8,[^\n]*\n\\s+0x01,[^\n]*\n\\s+0x08,"));
+  EXPECT_THAT(
+      dsl, ContainsRegex(
+               "IO \\(Decode16,\\s+0x03F8,[^\n]*\n\\s+0x03F8,[^\n]*\n\\s+0x01,[^\n]*\n\\s+0x08,"));
   EXPECT_THAT(dsl, ContainsRegex("IRQNoFlags \\(\\)\\s+\\{4\\}"));
   EXPECT_THAT(dsl, ContainsRegex("Name \\(_S5, Package \\(0x04\\)"));
   EXPECT_THAT(dsl, HasSubstr("Scope (\\_SB)"));

@@ -7,6 +7,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/unit/vmm/acpi/guest_tables.h"
+#include "tests/unit/vmm/x86/test_guest.h"
 #include "vmm/acpi/power_port.h"
 #include "vmm/x86/little_endian.h"
 
@@ -15,16 +16,12 @@ namespace {
 
 using testing::ByteSum;
 using testing::GuestTables;
+using ::testing::HasSubstr;
 using testing::ReadGuestTables;
 using x86::LoadLittleEndian;
-using ::testing::HasSubstr;
 
 std::unique_ptr<hw::GuestMemory> MakeGuest() {
-  auto ranges = x86::GuestRamRanges(256 * x86::kMiB);
-  EXPECT_TRUE(ranges.ok());
-  auto memory = hw::GuestMemory::Allocate(*ranges);
-  EXPECT_TRUE(memory.ok());
-  return std::move(*memory);
+  return x86::testing::MakeTestGuest(256 * x86::kMiB);
 }
 
 AcpiConfig ConfigWith(uint32_t vcpus, uint32_t devices) {
@@ -118,8 +115,8 @@ TEST(AcpiTablesTest, FadtIsHardwareReducedWithPowerRegisters) {
   const GuestTables tables = BuildAndRead(*memory, ConfigWith(1, 1));
   const std::vector<uint8_t>& fadt = tables.tables.at("FACP");
   ASSERT_EQ(fadt.size(), 276u);
-  EXPECT_EQ(fadt[8], 6);     // revision
-  EXPECT_EQ(fadt[131], 5);   // minor revision
+  EXPECT_EQ(fadt[8], 6);    // revision
+  EXPECT_EQ(fadt[131], 5);  // minor revision
   EXPECT_EQ(LoadLittleEndian<uint32_t>(fadt, 40), tables.addresses.at("DSDT"));
   EXPECT_EQ(LoadLittleEndian<uint64_t>(fadt, 140), tables.addresses.at("DSDT"));
   EXPECT_EQ(LoadLittleEndian<uint16_t>(fadt, 46), 0);  // no SCI
@@ -154,7 +151,7 @@ TEST(AcpiTablesTest, MadtListsEveryCpuTheIoapicAndLint1Nmi) {
     switch (madt[offset]) {
       case 0:
         ASSERT_EQ(madt[offset + 1], 8);
-        EXPECT_EQ(madt[offset + 2], madt[offset + 3]);  // UID = APIC ID
+        EXPECT_EQ(madt[offset + 2], madt[offset + 3]);                // UID = APIC ID
         EXPECT_EQ(LoadLittleEndian<uint32_t>(madt, offset + 4), 1u);  // enabled
         apic_ids.push_back(madt[offset + 3]);
         break;
@@ -192,8 +189,8 @@ TEST(AcpiTablesTest, DsdtDescribesEachVirtioDeviceCom1AndSoftOff) {
     std::vector<uint8_t> memory_descriptor = {0x86, 0x09, 0x00, 0x01};
     for (int b = 0; b < 4; ++b) memory_descriptor.push_back((window.base >> (8 * b)) & 0xFF);
     for (int b = 0; b < 4; ++b) memory_descriptor.push_back((window.size >> (8 * b)) & 0xFF);
-    memory_descriptor.insert(memory_descriptor.end(),
-                             {0x89, 0x06, 0x00, 0x03, 0x01, static_cast<uint8_t>(window.gsi), 0, 0, 0});
+    memory_descriptor.insert(memory_descriptor.end(), {0x89, 0x06, 0x00, 0x03, 0x01,
+                                                       static_cast<uint8_t>(window.gsi), 0, 0, 0});
     EXPECT_EQ(CountOccurrences(dsdt, memory_descriptor), 1u) << "device " << i;
     EXPECT_EQ(CountOccurrences(dsdt, Ascii("V00" + std::to_string(i))), 1u);
   }
@@ -246,10 +243,10 @@ TEST(AcpiTablesTest, FailsWhenGuestRamDoesNotCoverTheArea) {
 
 TEST(PowerPortTest, DecodesSoftOffResetAndIgnoresTheRest) {
   EXPECT_EQ(DecodePowerPortWrite((5 << 2) | 0x20), PowerPortAction::kPowerOff);  // 0x34
-  EXPECT_EQ(DecodePowerPortWrite(0x80), PowerPortAction::kNone);  // WAK_STS clear
+  EXPECT_EQ(DecodePowerPortWrite(0x80), PowerPortAction::kNone);                 // WAK_STS clear
   EXPECT_EQ(DecodePowerPortWrite(kResetValue), PowerPortAction::kReset);
   EXPECT_EQ(DecodePowerPortWrite((3 << 2) | 0x20), PowerPortAction::kNone);  // S3: not offered
-  EXPECT_EQ(DecodePowerPortWrite(5 << 2), PowerPortAction::kNone);  // no SLP_EN
+  EXPECT_EQ(DecodePowerPortWrite(5 << 2), PowerPortAction::kNone);           // no SLP_EN
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/unit/vmm/x86/fake_bzimage.h"
+#include "tests/unit/vmm/x86/test_guest.h"
 #include "vmm/x86/bzimage.h"
 #include "vmm/x86/little_endian.h"
 #include "vmm/x86/memory_layout.h"
@@ -18,24 +19,12 @@ namespace kvmini::vmm::x86 {
 namespace {
 
 using testing::FakeKernelOptions;
-using testing::MakeFakeBzImage;
 using ::testing::HasSubstr;
+using testing::MakeFakeBzImage;
+using testing::MakeTestGuest;
+using testing::ReadGuestBytes;
 namespace bp = boot_params;
 namespace sh = setup_header;
-
-std::unique_ptr<hw::GuestMemory> MakeGuest(uint64_t memory_bytes) {
-  auto ranges = GuestRamRanges(memory_bytes);
-  EXPECT_TRUE(ranges.ok()) << ranges.status();
-  auto memory = hw::GuestMemory::Allocate(*ranges);
-  EXPECT_TRUE(memory.ok()) << memory.status();
-  return std::move(*memory);
-}
-
-std::vector<uint8_t> ReadGuest(const hw::GuestMemory& memory, uint64_t address, uint64_t size) {
-  std::vector<uint8_t> bytes(size);
-  EXPECT_TRUE(memory.Read(address, bytes).ok());
-  return bytes;
-}
 
 std::vector<uint8_t> MakeInitrd(uint64_t size) {
   std::vector<uint8_t> initrd(size);
@@ -63,7 +52,7 @@ class LoadLinuxTest : public ::testing::TestWithParam<uint64_t> {};
 
 TEST_P(LoadLinuxTest, WritesZeroPageKernelCommandLineAndInitrd) {
   const uint64_t memory_bytes = GetParam();
-  auto memory = MakeGuest(memory_bytes);
+  auto memory = MakeTestGuest(memory_bytes);
   const std::vector<uint8_t> kernel = MakeFakeBzImage();
   const std::vector<uint8_t> initrd = MakeInitrd(3 * kMiB + 123);
   LinuxBootConfig config;
@@ -76,7 +65,7 @@ TEST_P(LoadLinuxTest, WritesZeroPageKernelCommandLineAndInitrd) {
   auto state = LoadLinux(*memory, config);
   ASSERT_TRUE(state.ok()) << state.status();
 
-  const std::vector<uint8_t> page = ReadGuest(*memory, kZeroPageAddress, kZeroPageSize);
+  const std::vector<uint8_t> page = ReadGuestBytes(*memory, kZeroPageAddress, kZeroPageSize);
   // The kernel's setup header, byte for byte, except what the loader fills.
   std::vector<uint8_t> header(page.begin() + 0x1F1, page.begin() + 0x26C);
   std::vector<uint8_t> expected(kernel.begin() + 0x1F1, kernel.begin() + 0x26C);
@@ -95,22 +84,24 @@ TEST_P(LoadLinuxTest, WritesZeroPageKernelCommandLineAndInitrd) {
   EXPECT_EQ(LoadLittleEndian<uint32_t>(page, sh::kCmdLinePtr), kCommandLineAddress);
   EXPECT_EQ(LoadLittleEndian<uint32_t>(page, bp::kExtCmdLinePtr), 0u);
   const std::string expected_line = "console=ttyS0 panic=-1";
-  std::vector<uint8_t> line = ReadGuest(*memory, kCommandLineAddress, expected_line.size() + 1);
+  std::vector<uint8_t> line =
+      ReadGuestBytes(*memory, kCommandLineAddress, expected_line.size() + 1);
   EXPECT_EQ(std::string(line.begin(), line.end() - 1), expected_line);
   EXPECT_EQ(line.back(), 0);
 
   // Kernel at 1 MiB.
-  EXPECT_EQ(ReadGuest(*memory, kKernelLoadAddress, 64 * 1024),
+  EXPECT_EQ(ReadGuestBytes(*memory, kKernelLoadAddress, 64 * 1024),
             std::vector<uint8_t>(kernel.begin() + 5 * 512, kernel.end()));
 
   // Initrd: page aligned, as high as allowed, contents intact.
   const uint64_t initrd_address = RamdiskImage(page);
   EXPECT_EQ(LoadLittleEndian<uint32_t>(page, sh::kRamdiskSize), initrd.size());
   EXPECT_EQ(initrd_address % kPageSize, 0u);
-  const uint64_t top = std::min<uint64_t>(memory_bytes, std::min<uint64_t>(kMmioHoleStart, 0x80000000));
+  const uint64_t top =
+      std::min<uint64_t>(memory_bytes, std::min<uint64_t>(kMmioHoleStart, 0x80000000));
   EXPECT_LE(initrd_address + initrd.size(), top);
   EXPECT_GT(initrd_address + initrd.size() + kPageSize, top);
-  EXPECT_EQ(ReadGuest(*memory, initrd_address, initrd.size()), initrd);
+  EXPECT_EQ(ReadGuestBytes(*memory, initrd_address, initrd.size()), initrd);
 
   // e820 in the zero page matches the layout.
   auto ranges = GuestRamRanges(memory_bytes);
@@ -138,24 +129,24 @@ LinuxBootConfig ConfigFor(const std::vector<uint8_t>& kernel, const std::vector<
 }
 
 TEST(LoadLinuxRulesTest, InitrdStaysBelowInitrdAddrMax) {
-  auto memory = MakeGuest(256 * kMiB);
+  auto memory = MakeTestGuest(256 * kMiB);
   FakeKernelOptions options;
   options.initrd_addr_max = 200 * kMiB - 1;
   const std::vector<uint8_t> kernel = MakeFakeBzImage(options);
   const std::vector<uint8_t> initrd = MakeInitrd(kMiB);
   ASSERT_TRUE(LoadLinux(*memory, ConfigFor(kernel, initrd)).ok());
-  const std::vector<uint8_t> page = ReadGuest(*memory, kZeroPageAddress, kZeroPageSize);
+  const std::vector<uint8_t> page = ReadGuestBytes(*memory, kZeroPageAddress, kZeroPageSize);
   EXPECT_EQ(RamdiskImage(page), 199 * kMiB);
 }
 
 TEST(LoadLinuxRulesTest, InitrdMustClearTheKernelDecompressionArea) {
   // Decompression area [16 MiB, 16 MiB + init_size): with 96 MiB of RAM and
   // a 63.6 MiB init_size, 16.4 MiB remain above it.
-  auto memory = MakeGuest(96 * kMiB);
+  auto memory = MakeTestGuest(96 * kMiB);
   const std::vector<uint8_t> kernel = MakeFakeBzImage();
   const std::vector<uint8_t> fits = MakeInitrd(16 * kMiB);
   ASSERT_TRUE(LoadLinux(*memory, ConfigFor(kernel, fits)).ok());
-  const uint64_t address = RamdiskImage(ReadGuest(*memory, kZeroPageAddress, kZeroPageSize));
+  const uint64_t address = RamdiskImage(ReadGuestBytes(*memory, kZeroPageAddress, kZeroPageSize));
   EXPECT_GE(address, 16 * kMiB + 0x3F98000);
 
   const std::vector<uint8_t> too_big = MakeInitrd(17 * kMiB);
@@ -174,7 +165,7 @@ TEST(LoadLinuxRulesTest, InitrdNeverOverlapsALargeLoadedKernel) {
   options.init_size = 4 * kMiB;
   options.pref_address = 2 * kMiB;
   const std::vector<uint8_t> kernel = MakeFakeBzImage(options);
-  auto memory = MakeGuest(48 * kMiB);
+  auto memory = MakeTestGuest(48 * kMiB);
   auto state = LoadLinux(*memory, ConfigFor(kernel, MakeInitrd(8 * kMiB)));
   ASSERT_FALSE(state.ok());
   EXPECT_THAT(state.status().message(), HasSubstr("needs up to 41.0 MiB"));
@@ -182,7 +173,7 @@ TEST(LoadLinuxRulesTest, InitrdNeverOverlapsALargeLoadedKernel) {
 }
 
 TEST(LoadLinuxRulesTest, KernelTooBigForMemory) {
-  auto memory = MakeGuest(64 * kMiB);
+  auto memory = MakeTestGuest(64 * kMiB);
   const std::vector<uint8_t> kernel = MakeFakeBzImage();  // needs 16 + 63.6 MiB
   auto state = LoadLinux(*memory, ConfigFor(kernel, {}));
   ASSERT_FALSE(state.ok());
@@ -191,19 +182,19 @@ TEST(LoadLinuxRulesTest, KernelTooBigForMemory) {
 }
 
 TEST(LoadLinuxRulesTest, NoInitrdLeavesRamdiskFieldsZero) {
-  auto memory = MakeGuest(256 * kMiB);
+  auto memory = MakeTestGuest(256 * kMiB);
   const std::vector<uint8_t> kernel = MakeFakeBzImage();
   ASSERT_TRUE(LoadLinux(*memory, ConfigFor(kernel, {})).ok());
-  const std::vector<uint8_t> page = ReadGuest(*memory, kZeroPageAddress, kZeroPageSize);
+  const std::vector<uint8_t> page = ReadGuestBytes(*memory, kZeroPageAddress, kZeroPageSize);
   EXPECT_EQ(RamdiskImage(page), 0u);
   EXPECT_EQ(LoadLittleEndian<uint32_t>(page, sh::kRamdiskSize), 0u);
   // An empty command line is still a valid, NUL-terminated string.
   EXPECT_EQ(LoadLittleEndian<uint32_t>(page, sh::kCmdLinePtr), kCommandLineAddress);
-  EXPECT_EQ(ReadGuest(*memory, kCommandLineAddress, 1)[0], 0);
+  EXPECT_EQ(ReadGuestBytes(*memory, kCommandLineAddress, 1)[0], 0);
 }
 
 TEST(LoadLinuxRulesTest, CommandLineLimitIsTheKernelsCmdlineSize) {
-  auto memory = MakeGuest(256 * kMiB);
+  auto memory = MakeTestGuest(256 * kMiB);
   FakeKernelOptions options;
   options.cmdline_size = 255;
   const std::vector<uint8_t> kernel = MakeFakeBzImage(options);
@@ -221,7 +212,7 @@ TEST(LoadLinuxRulesTest, CommandLineLimitIsTheKernelsCmdlineSize) {
 }
 
 TEST(LoadLinuxRulesTest, BadKernelIsReportedWithItsName) {
-  auto memory = MakeGuest(256 * kMiB);
+  auto memory = MakeTestGuest(256 * kMiB);
   const std::vector<uint8_t> not_a_kernel(4096, 0);
   auto state = LoadLinux(*memory, ConfigFor(not_a_kernel, {}));
   ASSERT_FALSE(state.ok());
@@ -255,19 +246,19 @@ class TempDir {
 
 TEST(LoadLinuxFromFilesTest, LoadsFilesAndNamesMissingOnes) {
   TempDir dir;
-  auto memory = MakeGuest(256 * kMiB);
+  auto memory = MakeTestGuest(256 * kMiB);
   LinuxBootFiles files;
   files.kernel_path = dir.Write("vmlinuz", MakeFakeBzImage());
   files.initrd_path = dir.Write("initrd.img", MakeInitrd(kMiB));
   files.command_line = "quiet";
   auto state = LoadLinuxFromFiles(*memory, files);
   ASSERT_TRUE(state.ok()) << state.status();
-  const std::vector<uint8_t> page = ReadGuest(*memory, kZeroPageAddress, kZeroPageSize);
-  EXPECT_EQ(ReadGuest(*memory, RamdiskImage(page), kMiB), MakeInitrd(kMiB));
+  const std::vector<uint8_t> page = ReadGuestBytes(*memory, kZeroPageAddress, kZeroPageSize);
+  EXPECT_EQ(ReadGuestBytes(*memory, RamdiskImage(page), kMiB), MakeInitrd(kMiB));
   const std::vector<uint8_t> kernel = MakeFakeBzImage();
-  EXPECT_EQ(ReadGuest(*memory, kKernelLoadAddress, kernel.size() - 5 * 512),
+  EXPECT_EQ(ReadGuestBytes(*memory, kKernelLoadAddress, kernel.size() - 5 * 512),
             std::vector<uint8_t>(kernel.begin() + 5 * 512, kernel.end()));
-  EXPECT_EQ(ReadGuest(*memory, kCommandLineAddress, 6), Bytes("quiet"));
+  EXPECT_EQ(ReadGuestBytes(*memory, kCommandLineAddress, 6), Bytes("quiet"));
 
   files.initrd_path = dir.path() + "/missing.img";
   state = LoadLinuxFromFiles(*memory, files);
@@ -278,7 +269,8 @@ TEST(LoadLinuxFromFilesTest, LoadsFilesAndNamesMissingOnes) {
   files.initrd_path = dir.Write("empty.img", {});
   state = LoadLinuxFromFiles(*memory, files);
   ASSERT_FALSE(state.ok());
-  EXPECT_THAT(state.status().message(), HasSubstr("initrd file " + files.initrd_path + " is empty"));
+  EXPECT_THAT(state.status().message(),
+              HasSubstr("initrd file " + files.initrd_path + " is empty"));
 
   files.initrd_path = "";
   files.kernel_path = dir.Write("not-a-kernel", std::vector<uint8_t>(100000, 0x90));

@@ -27,7 +27,7 @@ std::vector<kvm_cpuid_entry2> IntelEntries() {
   return {
       Entry(0x0, 0, 0x1F, 0x756E6547, 0x6C65746E, 0x49656E69),  // GenuineIntel
       Entry(0x1, 0, 0x000906EA, 0x00100800, 0x7FFAFBFF | (1u << 15), 0xBFEBFBFF),
-      Entry(0x4, 0, 0x1C004121, 0x01C0003F, 0x3F, 0, 1),  // L1d
+      Entry(0x4, 0, 0x1C004121, 0x01C0003F, 0x3F, 0, 1),    // L1d
       Entry(0x4, 3, 0x1C03C163, 0x03C0003F, 0x2FFF, 6, 1),  // L3
       Entry(0x4, 4, 0, 0, 0, 0, 1),
       Entry(0x6, 0, 0x4 | 0x2, 0, 0, 0),
@@ -101,18 +101,18 @@ TEST(CpuidTest, TopologyLeavesDescribeOneCorePerVcpu) {
     SCOPED_TRACE(function);
     EXPECT_EQ(Count(entries, function), 3u);
     const kvm_cpuid_entry2 smt = *Find(entries, function, 0);
-    EXPECT_EQ(smt.eax, 0u);             // no SMT bits
-    EXPECT_EQ(smt.ebx, 1u);             // one thread per core
-    EXPECT_EQ(smt.ecx, 0x100u);         // level 0 is SMT
-    EXPECT_EQ(smt.edx, 5u);             // x2APIC ID
-    EXPECT_EQ(smt.flags & 1u, 1u);      // index is significant
+    EXPECT_EQ(smt.eax, 0u);         // no SMT bits
+    EXPECT_EQ(smt.ebx, 1u);         // one thread per core
+    EXPECT_EQ(smt.ecx, 0x100u);     // level 0 is SMT
+    EXPECT_EQ(smt.edx, 5u);         // x2APIC ID
+    EXPECT_EQ(smt.flags & 1u, 1u);  // index is significant
     const kvm_cpuid_entry2 core = *Find(entries, function, 1);
-    EXPECT_EQ(core.eax, 3u);            // 6 cores need 3 APIC ID bits
+    EXPECT_EQ(core.eax, 3u);  // 6 cores need 3 APIC ID bits
     EXPECT_EQ(core.ebx, 6u);
-    EXPECT_EQ(core.ecx, 0x201u);        // level 1 is core
+    EXPECT_EQ(core.ecx, 0x201u);  // level 1 is core
     EXPECT_EQ(core.edx, 5u);
     const kvm_cpuid_entry2 end = *Find(entries, function, 2);
-    EXPECT_EQ(end.ecx, 2u);             // level type 0: end of list
+    EXPECT_EQ(end.ecx, 2u);  // level type 0: end of list
     EXPECT_EQ(end.ebx, 0u);
     EXPECT_EQ(end.edx, 5u);
   }
@@ -122,15 +122,15 @@ TEST(CpuidTest, IntelCacheCountsPmuAndTurbo) {
   auto entries = IntelEntries();
   NormalizeCpuid(entries, 0, 4, true);
   const kvm_cpuid_entry2 l1 = *Find(entries, 4, 0);
-  EXPECT_EQ(l1.eax >> 26, 3u);               // 4 cores per package
-  EXPECT_EQ((l1.eax >> 14) & 0xFFF, 0u);     // L1 private
-  EXPECT_EQ(l1.eax & 0x3FFF, 0x0121u);       // cache type/level kept
+  EXPECT_EQ(l1.eax >> 26, 3u);            // 4 cores per package
+  EXPECT_EQ((l1.eax >> 14) & 0xFFF, 0u);  // L1 private
+  EXPECT_EQ(l1.eax & 0x3FFF, 0x0121u);    // cache type/level kept
   const kvm_cpuid_entry2 l3 = *Find(entries, 4, 3);
   EXPECT_EQ(l3.eax >> 26, 3u);
-  EXPECT_EQ((l3.eax >> 14) & 0xFFF, 3u);     // L3 shared by all 4
-  EXPECT_EQ(Find(entries, 4, 4)->eax, 0u);   // terminator untouched
-  EXPECT_EQ(Find(entries, 6)->eax & 2u, 0u);   // turbo cleared
-  EXPECT_EQ(Find(entries, 6)->eax & 4u, 4u);   // ARAT kept
+  EXPECT_EQ((l3.eax >> 14) & 0xFFF, 3u);      // L3 shared by all 4
+  EXPECT_EQ(Find(entries, 4, 4)->eax, 0u);    // terminator untouched
+  EXPECT_EQ(Find(entries, 6)->eax & 2u, 0u);  // turbo cleared
+  EXPECT_EQ(Find(entries, 6)->eax & 4u, 4u);  // ARAT kept
   const kvm_cpuid_entry2 pmu = *Find(entries, 0xA);
   EXPECT_EQ(pmu.eax | pmu.ebx | pmu.ecx | pmu.edx, 0u);
 }
@@ -154,8 +154,8 @@ TEST(CpuidTest, AmdExtendedTopology) {
   EXPECT_EQ(ext.ebx, 3u);  // core 3, one thread per core
   EXPECT_EQ(ext.ecx, 0u);  // node 0
   const kvm_cpuid_entry2 size = *Find(entries, 0x80000008);
-  EXPECT_EQ(size.ecx & 0xFF, 3u);          // 4 cores
-  EXPECT_EQ((size.ecx >> 12) & 0xF, 2u);   // 2 APIC ID bits
+  EXPECT_EQ(size.ecx & 0xFF, 3u);         // 4 cores
+  EXPECT_EQ((size.ecx >> 12) & 0xF, 2u);  // 2 APIC ID bits
   EXPECT_EQ(size.eax, 0x3030u);
   EXPECT_NE(Find(entries, 0x80000001)->ecx & 2u, 0u);  // CmpLegacy
   EXPECT_EQ(Find(entries, 0xB, 0)->edx, 3u);
@@ -182,11 +182,11 @@ TEST(BootMsrsTest, SetsFastStringsAndWriteBackMtrrDefault) {
     }
     return std::nullopt;
   };
-  EXPECT_EQ(value(0x1A0), 1u);             // IA32_MISC_ENABLE: fast strings
-  EXPECT_EQ(value(0x2FF), 0x806u);         // MTRRdefType: enabled, WB
-  EXPECT_EQ(value(0x10), 0u);              // TSC
-  for (uint32_t index : {0x174u, 0x175u, 0x176u, 0xC0000081u, 0xC0000082u, 0xC0000083u,
-                         0xC0000084u, 0xC0000102u}) {
+  EXPECT_EQ(value(0x1A0), 1u);      // IA32_MISC_ENABLE: fast strings
+  EXPECT_EQ(value(0x2FF), 0x806u);  // MTRRdefType: enabled, WB
+  EXPECT_EQ(value(0x10), 0u);       // TSC
+  for (uint32_t index :
+       {0x174u, 0x175u, 0x176u, 0xC0000081u, 0xC0000082u, 0xC0000083u, 0xC0000084u, 0xC0000102u}) {
     EXPECT_EQ(value(index), 0u) << std::hex << index;
   }
   EXPECT_EQ(msrs.size(), 11u);

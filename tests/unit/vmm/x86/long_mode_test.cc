@@ -56,12 +56,14 @@ TEST(LongModeTablesTest, WritesGdtAndIdentityMapWithTwoMibPages) {
   EXPECT_EQ(ReadU64(*memory, kGdtAddress + 8), 0x00AF9B000000FFFFull);
   EXPECT_EQ(ReadU64(*memory, kGdtAddress + 16), 0x00CF93000000FFFFull);
   EXPECT_EQ(ReadU64(*memory, kGdtAddress + 24), 0x008F8B000000FFFFull);
+  EXPECT_EQ(ReadU64(*memory, kGdtAddress + 32), 0x00CF9B000000FFFFull);  // 32-bit code
   EXPECT_EQ(ReadU64(*memory, kIdtAddress), 0u);
 
   EXPECT_EQ(ReadU64(*memory, kPml4Address), kPdptAddress | 0x3);
   EXPECT_EQ(ReadU64(*memory, kPml4Address + 8), 0u);
   for (uint64_t gib = 0; gib < 4; ++gib) {
-    EXPECT_EQ(ReadU64(*memory, kPdptAddress + gib * 8), (kPageDirectoryAddress + gib * kPageSize) | 0x3);
+    EXPECT_EQ(ReadU64(*memory, kPdptAddress + gib * 8),
+              (kPageDirectoryAddress + gib * kPageSize) | 0x3);
   }
   EXPECT_EQ(ReadU64(*memory, kPdptAddress + 4 * 8), 0u);
   // Every 2 MiB page of the first 4 GiB maps to itself: present, writable, PS.
@@ -99,9 +101,32 @@ TEST(BootStateTest, SixtyFourBitEntryState) {
   }
   EXPECT_EQ(state.tr.selector, 0x18);
   EXPECT_EQ(state.gdt.base, 0x500u);
-  EXPECT_EQ(state.gdt.limit, 31);
-  EXPECT_EQ(state.idt.base, 0x520u);
+  EXPECT_EQ(state.gdt.limit, 39);
+  EXPECT_EQ(state.idt.base, 0x540u);
   EXPECT_EQ(state.idt.limit, 7);
+}
+
+TEST(BootStateTest, ThirtyTwoBitPvhEntryState) {
+  const BootState state = ProtectedModeBootState(0x1000850, 0x6000);
+  EXPECT_EQ(state.rip, 0x1000850u);
+  EXPECT_EQ(state.rbx, 0x6000u);
+  EXPECT_EQ(state.cr0 & 0x80000001, 0x1u);  // PE without PG
+  EXPECT_EQ(state.cr4, 0u);
+  EXPECT_EQ(state.efer, 0u);
+  EXPECT_EQ(state.rflags, 0x2u);  // interrupts off
+  EXPECT_EQ(state.cs.selector, 0x20);
+  EXPECT_EQ(state.cs.type, 0xB);
+  EXPECT_EQ(state.cs.db, 1);  // 32-bit code
+  EXPECT_EQ(state.cs.l, 0);
+  EXPECT_EQ(state.cs.limit, 0xFFFFFFFFu);
+  EXPECT_EQ(state.ss.selector, 0x10);
+  EXPECT_EQ(state.ss.db, 1);
+  EXPECT_EQ(state.tr.selector, 0x18);
+  EXPECT_EQ(state.tr.type, 0xB);
+  kvm_regs regs;
+  FillRegs(state, &regs);
+  EXPECT_EQ(regs.rbx, 0x6000u);
+  EXPECT_EQ(regs.rip, 0x1000850u);
 }
 
 TEST(BootStateTest, FillSregsKeepsApicBaseAndSetsSegments) {
@@ -120,7 +145,7 @@ TEST(BootStateTest, FillSregsKeepsApicBaseAndSetsSegments) {
   EXPECT_EQ(sregs.tr.selector, 0x18);
   EXPECT_EQ(sregs.tr.type, 0xB);
   EXPECT_EQ(sregs.gdt.base, 0x500u);
-  EXPECT_EQ(sregs.gdt.limit, 31);
+  EXPECT_EQ(sregs.gdt.limit, 39);
   EXPECT_EQ(sregs.cr3, 0x9000u);
   EXPECT_EQ(sregs.efer, 0x500u);
 

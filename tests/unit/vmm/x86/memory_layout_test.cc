@@ -12,7 +12,8 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 MATCHER_P2(IsRange, address, size, "") {
-  return arg.guest_address == static_cast<uint64_t>(address) && arg.size == static_cast<uint64_t>(size);
+  return arg.guest_address == static_cast<uint64_t>(address) &&
+         arg.size == static_cast<uint64_t>(size);
 }
 
 std::vector<E820Entry> MapFor(uint64_t memory_bytes) {
