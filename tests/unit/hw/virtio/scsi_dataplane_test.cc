@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "gtest/gtest.h"
+#include "tests/unit/hw/virtio/dataplane_churn.h"
 #include "tests/unit/hw/virtio/blk_test_support.h"
 #include "tests/unit/hw/virtio/scsi_test_support.h"
 #include "util/iothread.h"
@@ -405,27 +406,9 @@ TEST_F(ScsiDataplaneTest, ShadowModelWith64CommandsInFlightWhileTheDataplaneMove
   constexpr int kTotal = 6000;
   ScsiLoad load(scsi(), 2, 64, kTotal, kImageBytes);
   std::thread vcpu([&] { load.Run(); });
-  int operations = 0;
-  std::mt19937 random(7);
-  while (!load.finished()) {
-    switch (random() % 4) {
-      case 0:
-        transport().StopDataplaneAndWait();
-        EXPECT_FALSE(Running());
-        break;
-      case 1:
-        transport().StartDataplaneAndWait();
-        break;
-      case 2:
-        transport().MoveDataplaneAndWait(&iothread(operations % 2));
-        break;
-      default:
-        // Serve the queues from the main loop for a moment, if they are here.
-        for (int i = 0; i < 20; ++i) main_->Poll(false);
-        break;
-    }
-    ++operations;
-  }
+  util::AioContext* const targets[] = {&iothread(0), &iothread(1)};
+  const int operations =
+      ChurnDataplane(transport(), *main_, targets, [&] { return load.finished(); });
   vcpu.join();
   EXPECT_EQ(load.completed(), kTotal);
   EXPECT_EQ(load.errors(), 0);

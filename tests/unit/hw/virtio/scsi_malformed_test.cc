@@ -167,6 +167,32 @@ class ScsiMalformedTest : public ScsiDeviceTest,
         absl::Seconds(10));
     return length;
   }
+  struct Answer {
+    uint32_t served_length;   // used length of a served request
+    uint32_t failure_length;  // and of a FAILURE answer
+    uint64_t code_offset;     // where the response code is
+    uint8_t served_code;
+  };
+  // Runs the row's chain on `queue` and checks the outcome; returns whether
+  // the queue should still serve (it was answered).
+  bool RunRow(RawChain& chain, uint16_t queue, const Answer& expected) {
+    GetParam().build(chain);
+    driver().Kick(queue);
+    const std::optional<uint32_t> used = WaitForRawAnswer(queue);
+    if (GetParam().outcome == Outcome::kNeedsReset) {
+      EXPECT_FALSE(used.has_value());
+      EXPECT_TRUE(NeedsReset());
+      ExpectRecoveryAfterReset();
+      return false;
+    }
+    EXPECT_TRUE(used.has_value());
+    const bool served = GetParam().outcome == Outcome::kServed;
+    EXPECT_EQ(used.value_or(0), served ? expected.served_length : expected.failure_length);
+    EXPECT_EQ(ResponseByte(chain, expected.code_offset),
+              served ? expected.served_code : response::kFailure);
+    EXPECT_FALSE(NeedsReset());
+    return true;
+  }
   void ExpectRecoveryAfterReset() {
     EXPECT_NE(driver().AckInterrupt() & hw::virtio::kInterruptConfigChange, 0u);
     ASSERT_TRUE(scsi().Start(kLinuxScsiFeatures, 1, kQueueSize).ok());
@@ -188,29 +214,12 @@ TEST_P(ScsiMalformedCommandTest, IsAnsweredOrBreaksOnlyItsQueue) {
   const auto lun = Lun(0, 0);
   std::copy(lun.begin(), lun.end(), header.begin());  // CDB: TEST UNIT READY
   RawChain chain = MakeChain(vs::kFirstRequestQueue, header);
-  GetParam().build(chain);
-  driver().Kick(vs::kFirstRequestQueue);
-  const std::optional<uint32_t> used = WaitForRawAnswer(vs::kFirstRequestQueue);
-  switch (GetParam().outcome) {
-    case Outcome::kServed:
-      ASSERT_TRUE(used.has_value());
-      EXPECT_EQ(*used, 108u);
-      EXPECT_EQ(ResponseByte(chain, vs::kResponseCode), response::kOk);
-      EXPECT_EQ(ResponseByte(chain, vs::kResponseStatus), scsi_status::kGood);
-      break;
-    case Outcome::kFailure:
-      ASSERT_TRUE(used.has_value());
-      EXPECT_EQ(*used, 12u) << "only the fixed response bytes";
-      EXPECT_EQ(ResponseByte(chain, vs::kResponseCode), response::kFailure);
-      EXPECT_EQ(ResponseByte(chain, 12), 0xee) << "nothing beyond them";
-      break;
-    case Outcome::kNeedsReset:
-      EXPECT_FALSE(used.has_value());
-      EXPECT_TRUE(NeedsReset());
-      ExpectRecoveryAfterReset();
-      return;
+  if (!RunRow(chain, vs::kFirstRequestQueue, {108, 12, vs::kResponseCode, response::kOk})) return;
+  if (GetParam().outcome == Outcome::kServed) {
+    EXPECT_EQ(ResponseByte(chain, vs::kResponseStatus), scsi_status::kGood);
+  } else {
+    EXPECT_EQ(ResponseByte(chain, 12), 0xee) << "nothing beyond the fixed response bytes";
   }
-  EXPECT_FALSE(NeedsReset());
   EXPECT_EQ(Run({.cdb = TestUnitReady()}).status, scsi_status::kGood) << "the queue goes on";
   EXPECT_EQ(device().stats().in_flight, 0u);
 }
@@ -224,27 +233,7 @@ TEST_P(ScsiMalformedControlTest, IsAnsweredOrBreaksOnlyItsQueue) {
   const auto lun = Lun(0, 0);
   std::copy(lun.begin(), lun.end(), tmf.begin() + vs::kTmfLun);
   RawChain chain = MakeChain(vs::kControlQueue, tmf);
-  GetParam().build(chain);
-  driver().Kick(vs::kControlQueue);
-  const std::optional<uint32_t> used = WaitForRawAnswer(vs::kControlQueue);
-  switch (GetParam().outcome) {
-    case Outcome::kServed:
-      ASSERT_TRUE(used.has_value());
-      EXPECT_EQ(*used, 1u);
-      EXPECT_EQ(ResponseByte(chain, 0), response::kFunctionComplete);
-      break;
-    case Outcome::kFailure:
-      ASSERT_TRUE(used.has_value());
-      EXPECT_EQ(*used, 1u);
-      EXPECT_EQ(ResponseByte(chain, 0), response::kFailure);
-      break;
-    case Outcome::kNeedsReset:
-      EXPECT_FALSE(used.has_value());
-      EXPECT_TRUE(NeedsReset());
-      ExpectRecoveryAfterReset();
-      return;
-  }
-  EXPECT_FALSE(NeedsReset());
+  if (!RunRow(chain, vs::kControlQueue, {1, 1, 0, response::kFunctionComplete})) return;
   absl::StatusOr<ControlResponse> next =
       scsi().RunTaskManagement(vs::tmf::kQueryTaskSet, Lun(0, 0), 0);
   ASSERT_TRUE(next.ok()) << next.status();
