@@ -17,6 +17,7 @@
 #include <mutex>
 #include <vector>
 
+#include "absl/base/internal/sysinfo.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -81,10 +82,11 @@ absl::StatusOr<std::vector<sock_filter>> Compile(ThreadKind kind, pid_t pid) {
   for (const AllowedSyscall& entry : AllowList(kind, pid)) {
     std::vector<scmp_arg_cmp> comparisons;
     for (const ArgumentCondition& condition : entry.conditions) {
+      // Masked equality compares datum_b with (argument & datum_a).
       comparisons.push_back(condition.mask == ~uint64_t{0}
-                                ? SCMP_CMP(condition.index, SCMP_CMP_EQ, condition.value)
-                                : SCMP_CMP(condition.index, SCMP_CMP_MASKED_EQ, condition.mask,
-                                           condition.value));
+                                ? scmp_arg_cmp{condition.index, SCMP_CMP_EQ, condition.value, 0}
+                                : scmp_arg_cmp{condition.index, SCMP_CMP_MASKED_EQ,
+                                               condition.mask, condition.value});
     }
     int rc = seccomp_rule_add_array(context.get(), SCMP_ACT_ALLOW, static_cast<int>(entry.number),
                                     static_cast<unsigned>(comparisons.size()),
@@ -122,10 +124,17 @@ absl::StatusOr<std::vector<sock_filter>> Compile(ThreadKind kind, pid_t pid) {
 
 void PrepareOnce() {
   Prepared& state = prepared();
-  // Work that libc and Abseil otherwise do lazily on first use, with calls
-  // no filter allows: gmtime_r (the CMOS clock) reads /etc/localtime once.
+  // Work that libc and Abseil otherwise do lazily, once per process, on
+  // first use, with calls no filter allows: gmtime_r (the CMOS clock)
+  // reads /etc/localtime; absl::Mutex (util::Mutex), the first time one
+  // is contended, counts the CPUs (/sys/devices/system/cpu/online) and,
+  // when a waiter queues, reads the CPU frequency (/sys or
+  // /proc/cpuinfo). Abseil has no public way to trigger the latter two,
+  // hence its internal sysinfo.h.
   tzset();
   (void)absl::Now();
+  (void)absl::base_internal::NominalCPUFrequency();
+  (void)absl::base_internal::NumCPUs();
   state.status = InstallViolationHandler();
   if (!state.status.ok()) return;
   const pid_t pid = getpid();

@@ -10,12 +10,15 @@
 #include <linux/falloc.h>
 #include <sys/eventfd.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "block/block_backend.h"
@@ -289,6 +292,41 @@ TEST(BlockWorkerFilterTest, WorkerCallsRunUnderTheWorkerFilter) {
   deliver.reset();
   close(work_available);
   close(fd);
+}
+
+// Two filtered threads take turns on a util::Mutex, each holding it long
+// enough for the other to give up spinning: absl's short sleeps, blocking
+// on a futex, waking. Exits 0 if both finished.
+[[noreturn]] void ContendUnderFilters() {
+  util::Mutex mutex;
+  std::atomic<int> first_turns{0};
+  std::atomic<int> second_turns{0};
+  auto take_turns = [&mutex](std::atomic<int>& turns) {
+    for (int i = 0; i < 20; ++i) {
+      util::MutexLock lock(&mutex);
+      timespec pause{0, 2'000'000};
+      nanosleep(&pause, nullptr);
+      turns.fetch_add(1);
+    }
+  };
+  std::thread other([&] {
+    if (InstallSeccompFilter(ThreadKind::kBlockWorker).ok()) take_turns(second_turns);
+  });
+  absl::Status status = testing::RunInFilteredThread(ThreadKind::kIoThread, "sandbox-io",
+                                                     [&] { take_turns(first_turns); });
+  other.join();
+  bool all_ran = status.ok() && first_turns.load() == 20 && second_turns.load() == 20;
+  std::fprintf(stderr, all_ran ? "both threads done\n" : "a thread did not finish\n");
+  _exit(all_ran ? 0 : 3);
+}
+
+// In a fresh process (a death-test child), so that the process's first
+// contended lock happens under the filters: absl counts the CPUs then
+// (opening /sys/devices/system/cpu/online), which only works because
+// PrepareSeccompFilters() did it before any filter existed.
+TEST(ContendedMutexTest, BlocksAndWakesUnderTheFilters) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(ContendUnderFilters(), ::testing::ExitedWithCode(0), "both threads done");
 }
 
 }  // namespace
