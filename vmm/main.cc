@@ -7,13 +7,17 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "hw/serial/serial_console.h"
 #include "util/log.h"
+#include "vmm/control/control_server.h"
+#include "vmm/control/vm_commands.h"
 #include "vmm/machine/cli.h"
 #include "vmm/machine/launch_options.h"
 #include "vmm/machine/linux_boot.h"
 #include "vmm/machine/machine.h"
 #include "vmm/machine/platform_devices.h"
+#include "vmm/machine/virtio_disks.h"
 
 namespace {
 
@@ -52,9 +56,32 @@ int Run(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<kvmini::vmm::PlatformDevices>> devices =
       kvmini::vmm::PlatformDevices::Create(**machine, console->get());
   if (!devices.ok()) return ReportStartupError(devices.status());
+  // IOThreads start here, after the Machine has blocked the signals.
+  absl::StatusOr<std::unique_ptr<kvmini::vmm::VirtioDisks>> disks =
+      kvmini::vmm::VirtioDisks::Create((*machine)->memory(), options->iothread_ids,
+                                       options->disks);
+  if (!disks.ok()) return ReportStartupError(disks.status());
+  absl::StatusOr<std::vector<kvmini::vmm::x86::MmioDeviceWindow>> windows =
+      (*disks)->AttachTo(**machine);
+  if (!windows.ok()) return ReportStartupError(windows.status());
   absl::Status boot = kvmini::vmm::BootLinux(
-      **machine, {options->kernel_path, options->initrd_path, options->kernel_command_line, {}});
+      **machine,
+      {options->kernel_path, options->initrd_path, options->kernel_command_line, *windows});
   if (!boot.ok()) return ReportStartupError(boot);
+
+  kvmini::vmm::MachineRunControl run_control(**machine);
+  auto commands = std::make_unique<kvmini::vmm::VmCommands>(run_control, **disks);
+  std::unique_ptr<kvmini::vmm::ControlServer> control;
+  if (!options->control_path.empty()) {
+    absl::StatusOr<std::unique_ptr<kvmini::vmm::ControlServer>> server =
+        kvmini::vmm::ControlServer::Create(options->control_path, (*machine)->main_context());
+    if (!server.ok()) {
+      return ReportStartupError(absl::InvalidArgumentError(
+          absl::StrCat("--control ", options->control_path, ": ", server.status().message())));
+    }
+    control = std::move(*server);
+    commands->RegisterWith(*control);
+  }
 
   kvmini::vmm::MachineExit exit = (*machine)->Run();
   switch (exit.cause) {
@@ -66,8 +93,14 @@ int Run(int argc, char** argv) {
       KVMINI_LOG(Info) << exit.reason;
       break;
   }
+  // The control socket first: it answers nothing more (a quit's answer is
+  // flushed) and its commands refer to the disks and the machine.
+  control.reset();
+  commands.reset();
   // Devices and console go before the machine (the console restores the
-  // terminal; the machine's threads are already stopped).
+  // terminal; the machine's threads are already stopped). The disks stop
+  // their queues while their IOThreads still run, then the IOThreads stop.
+  disks->reset();
   devices->reset();
   console->reset();
   return exit.status;

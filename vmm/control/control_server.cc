@@ -4,9 +4,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "util/aio_wait.h"
 #include "util/log.h"
 #include "vmm/control/unix_socket.h"
 
@@ -77,7 +79,11 @@ ControlServer::~ControlServer() {
 }
 
 void ControlServer::AddCommand(const std::string& name, Handler handler) {
-  commands_[name] = std::move(handler);
+  commands_[name] = Command{std::move(handler), nullptr};
+}
+
+void ControlServer::AddAsyncCommand(const std::string& name, AsyncHandler handler) {
+  commands_[name] = Command{nullptr, std::move(handler)};
 }
 
 void ControlServer::Accept() {
@@ -138,8 +144,9 @@ void ControlServer::OnReadable(const std::shared_ptr<Client>& client) {
 }
 
 void ControlServer::ProcessLines(const std::shared_ptr<Client>& client) {
-  // Nested (a command waiting polls the main loop): the outer call resumes
-  // this client's queue once its command is done, keeping answers in order.
+  // Nested (a command waiting polls the main loop), or an asynchronous
+  // command has not answered yet: whoever finishes that command resumes
+  // this client's queue, keeping answers in order.
   if (client->busy) return;
   client->busy = true;
   while (!client->disconnected) {
@@ -149,45 +156,86 @@ void ControlServer::ProcessLines(const std::shared_ptr<Client>& client) {
     client->input.erase(0, end + 1);
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    nlohmann::json answer = AnswerRequest(line);
-    Send(client, answer);
+    struct Progress {
+      bool dispatching = true;
+      bool answered = false;
+    };
+    auto progress = std::make_shared<Progress>();
+    std::weak_ptr<bool> alive = alive_;
+    Dispatch(line, [this, client, progress, alive](nlohmann::json answer) {
+      if (alive.expired()) return;
+      Send(client, answer);
+      progress->answered = true;
+      if (progress->dispatching) return;  // the loop below goes on
+      // Answered later, from wherever the command finished: resume this
+      // client's queue from the main loop itself.
+      client->busy = false;
+      context_.ScheduleOneshot([this, client, alive] {
+        if (!alive.expired()) ProcessLines(client);
+      });
+    });
+    progress->dispatching = false;
+    if (!progress->answered) return;  // still busy until the reply
   }
   client->busy = false;
 }
 
 nlohmann::json ControlServer::AnswerRequest(const std::string& line) {
+  std::optional<nlohmann::json> result;
+  Dispatch(line, [&result](nlohmann::json answer) { result = std::move(answer); });
+  if (!result) util::AioWaitWhileUnlocked([&result] { return !result.has_value(); });
+  return std::move(*result);
+}
+
+void ControlServer::Dispatch(const std::string& line, Answer answer) {
   nlohmann::json request = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-  if (request.is_discarded()) return ErrorAnswer(kErrorParse, "the request is not valid JSON");
-  nlohmann::json answer;
-  if (request.is_object() && request.contains("id") && !ShallowEnough(request["id"], 8)) {
-    return ErrorAnswer(kErrorInvalidRequest, "\"id\" is nested more than 8 levels deep");
+  if (request.is_discarded()) {
+    std::move(answer)(ErrorAnswer(kErrorParse, "the request is not valid JSON"));
+    return;
   }
+  const bool has_id = request.is_object() && request.contains("id");
+  if (has_id && !ShallowEnough(request["id"], 8)) {
+    std::move(answer)(
+        ErrorAnswer(kErrorInvalidRequest, "\"id\" is nested more than 8 levels deep"));
+    return;
+  }
+  // Every other answer carries the request's id.
+  auto send = [answer = std::move(answer), has_id,
+               id = has_id ? request["id"] : nlohmann::json()](nlohmann::json message) mutable {
+    if (has_id) message["id"] = std::move(id);
+    std::move(answer)(std::move(message));
+  };
   if (!request.is_object() || !request.contains("execute") || !request["execute"].is_string()) {
-    answer = ErrorAnswer(kErrorInvalidRequest,
-                         "a request is a JSON object with a string member \"execute\"");
-  } else if (request.contains("arguments") && !request["arguments"].is_object()) {
-    answer = ErrorAnswer(kErrorInvalidRequest, "\"arguments\" must be a JSON object");
-  } else {
-    const std::string name = request["execute"].get<std::string>();
-    auto command = commands_.find(name);
-    if (command == commands_.end()) {
-      answer = ErrorAnswer(kErrorCommandNotFound, absl::StrCat("no command named '", name, "'"));
-    } else {
-      nlohmann::json arguments =
-          request.contains("arguments") ? request["arguments"] : nlohmann::json::object();
-      // Copy: the handler may wait, and a nested AddCommand could rehash.
-      Handler handler = command->second;
-      absl::StatusOr<nlohmann::json> result = handler(arguments);
-      if (result.ok()) {
-        answer = {{"return", result->is_null() ? nlohmann::json::object() : *result}};
-      } else {
-        answer = ErrorAnswer(ErrorClassFor(result.status()),
-                             std::string(result.status().message()));
-      }
-    }
+    send(ErrorAnswer(kErrorInvalidRequest,
+                     "a request is a JSON object with a string member \"execute\""));
+    return;
   }
-  if (request.is_object() && request.contains("id")) answer["id"] = request["id"];
-  return answer;
+  if (request.contains("arguments") && !request["arguments"].is_object()) {
+    send(ErrorAnswer(kErrorInvalidRequest, "\"arguments\" must be a JSON object"));
+    return;
+  }
+  const std::string name = request["execute"].get<std::string>();
+  auto command = commands_.find(name);
+  if (command == commands_.end()) {
+    send(ErrorAnswer(kErrorCommandNotFound, absl::StrCat("no command named '", name, "'")));
+    return;
+  }
+  nlohmann::json arguments =
+      request.contains("arguments") ? request["arguments"] : nlohmann::json::object();
+  auto reply = [send = std::move(send)](absl::StatusOr<nlohmann::json> result) mutable {
+    if (result.ok()) {
+      send({{"return", result->is_null() ? nlohmann::json::object() : *std::move(result)}});
+    } else {
+      send(ErrorAnswer(ErrorClassFor(result.status()), std::string(result.status().message())));
+    }
+  };
+  // Copy: the handler may wait, and a nested AddCommand could rehash.
+  Command handlers = command->second;
+  if (handlers.async_handler) {
+    handlers.async_handler(arguments, std::move(reply));
+  } else {
+    reply(handlers.handler(arguments));
+  }
 }
 
 void ControlServer::Send(const std::shared_ptr<Client>& client, const nlohmann::json& message) {

@@ -25,12 +25,37 @@ ABSL_FLAG(std::string, memory, "512M",
 ABSL_FLAG(std::string, serial, "stdio",
           "Guest serial console (COM1): stdio (output to stdout, keyboard input to the "
           "guest, terminal in raw mode; Ctrl-C stops kvmini), file:PATH (output only), none.");
+ABSL_FLAG(std::string, iothread, "",
+          "Creates an IOThread named ID (repeatable): an event loop of its own that disks "
+          "given iothread=ID serve their queues from.");
+ABSL_FLAG(std::string, blk, "",
+          "Adds a virtio-blk disk (repeatable; the first is /dev/vda): "
+          "path=IMG[,id=ID][,iothread=ID][,readonly=on][,direct=on][,queues=N][,serial=STR]"
+          "[,aio=io_uring|threads]. Default id blkN; queues 1-64; serial up to 20 characters; "
+          "a comma in a value is written ',,'.");
+ABSL_FLAG(std::string, scsi, "",
+          "Adds a virtio-scsi controller with one disk at target 0, LUN 0 (repeatable; listed "
+          "after the --blk disks): the same keys as --blk. Default id scsiN; queues are "
+          "request queues; serial up to 36 characters.");
+ABSL_FLAG(std::string, control, "",
+          "Control socket (unix, line-delimited JSON; use kvmini-ctl): query-status, stop, cont, "
+          "query-devices, dataplane-stop, dataplane-start, device-set-iothread, quit.");
 
 namespace kvmini::vmm {
 namespace {
 
-constexpr const char* kFlagNames[] = {"kernel", "initrd", "cmdline", "append",
-                                      "cpus",   "memory", "serial"};
+constexpr const char* kFlagNames[] = {"kernel", "initrd", "cmdline", "append", "cpus",
+                                      "memory", "serial",  "iothread", "blk",   "scsi",
+                                      "control"};
+
+// Flags that may be given more than once: their values are collected in
+// order instead of replacing each other.
+std::vector<std::string>* RepeatableFlagValues(absl::string_view name, LaunchFlags& flags) {
+  if (name == "iothread") return &flags.iothreads;
+  if (name == "blk") return &flags.blk;
+  if (name == "scsi") return &flags.scsi;
+  return nullptr;
+}
 
 bool IsOurFlag(absl::string_view name) {
   for (const char* known : kFlagNames) {
@@ -102,6 +127,10 @@ absl::StatusOr<CliRequest> ParseCli(const std::vector<std::string>& arguments) {
       }
       value = arguments[++i];
     }
+    if (std::vector<std::string>* values = RepeatableFlagValues(name, request.flags)) {
+      values->push_back(std::move(value));
+      continue;
+    }
     absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
     std::string error;
     if (flag == nullptr || !flag->ParseFrom(value, &error)) {
@@ -115,6 +144,7 @@ absl::StatusOr<CliRequest> ParseCli(const std::vector<std::string>& arguments) {
   request.flags.cpus = absl::GetFlag(FLAGS_cpus);
   request.flags.memory = absl::GetFlag(FLAGS_memory);
   request.flags.serial = absl::GetFlag(FLAGS_serial);
+  request.flags.control = absl::GetFlag(FLAGS_control);
   return request;
 }
 
@@ -122,8 +152,10 @@ std::string UsageText(absl::string_view program) {
   std::string text = absl::StrCat(
       "Usage: ", program,
       " --kernel PATH [--initrd PATH] [--cmdline STR] [--append STR] [--cpus N]\n"
-      "       [--memory SIZE] [--serial stdio|file:PATH|none]\n\n"
-      "kvmini boots a Linux kernel in a KVM virtual machine with a serial console.\n\n"
+      "       [--memory SIZE] [--serial stdio|file:PATH|none] [--iothread ID]...\n"
+      "       [--blk path=IMG,...]... [--scsi path=IMG,...]... [--control PATH]\n\n"
+      "kvmini boots a Linux kernel in a KVM virtual machine with a serial console\n"
+      "and virtio-mmio disks.\n\n"
       "Flags (--name VALUE or --name=VALUE):\n");
   for (const char* name : kFlagNames) {
     const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
@@ -135,13 +167,14 @@ std::string UsageText(absl::string_view program) {
   absl::StrAppend(
       &text,
       "\nExit status:\n"
-      "  0      the guest powered off or rebooted\n"
+      "  0      the guest powered off or rebooted, or quit came on the control socket\n"
       "  V      the guest wrote byte V to the exit port (I/O port 0xf4)\n"
       "  1      the guest failed (kernel panic, triple fault, emulation failure) or kvmini did;\n"
       "         the reason is printed on stderr\n"
       "  2      bad usage: a missing or unreadable file, a kernel that is not a bzImage,\n"
       "         a kernel or initrd that does not fit, too little memory, too many vCPUs,\n"
-      "         a command line longer than the kernel accepts\n"
+      "         a command line longer than the kernel accepts, a bad disk or iothread\n"
+      "         option, a control socket path in use\n"
       "  128+N  stopped by signal N (SIGINT, SIGTERM, SIGHUP, SIGQUIT)\n"
       "\nEnvironment:\n"
       "  KVMINI_TRACE_STARTUP  if set, log when vCPU 0 first enters the guest\n"

@@ -108,6 +108,16 @@ absl::StatusOr<LaunchOptions> ValidateLaunchFlags(const LaunchFlags& flags) {
   if (!serial.ok()) return serial.status();
   options.serial = *serial;
 
+  absl::StatusOr<std::vector<DiskSpec>> disks =
+      ValidateDisks(flags.blk, flags.scsi, flags.iothreads, x86::kMaxVirtioMmioDevices);
+  if (!disks.ok()) return disks.status();
+  options.disks = std::move(*disks);
+  options.iothread_ids = flags.iothreads;
+  if (flags.control.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError("--control: the path contains a NUL byte");
+  }
+  options.control_path = flags.control;
+
   options.kernel_command_line = flags.cmdline;
   if (!flags.append.empty()) {
     if (!options.kernel_command_line.empty()) options.kernel_command_line += ' ';

@@ -7,10 +7,12 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "hw/serial/serial_console.h"
+#include "vmm/machine/disk_options.h"
 
 namespace kvmini::vmm {
 
@@ -32,6 +34,11 @@ struct LaunchFlags {
   int64_t cpus = 1;
   std::string memory = "512M";
   std::string serial = "stdio";
+  // Repeatable flags, in command-line order.
+  std::vector<std::string> iothreads;
+  std::vector<std::string> blk;
+  std::vector<std::string> scsi;
+  std::string control;  // control socket path; empty: none
 };
 
 struct LaunchOptions {
@@ -41,6 +48,10 @@ struct LaunchOptions {
   uint32_t vcpu_count = 1;
   uint64_t memory_bytes = 0;
   hw::SerialSpec serial;
+  std::vector<std::string> iothread_ids;
+  // Every --blk in order, then every --scsi: the order of the DSDT.
+  std::vector<DiskSpec> disks;
+  std::string control_path;  // empty: no control socket
 };
 
 // "512M", "2G", "1536m", "4096K", "1T"; a bare number means MiB (as QEMU's
@@ -52,7 +63,8 @@ absl::StatusOr<uint64_t> ParseMemorySize(absl::string_view text);
 // most kvmini describes in its ACPI tables, --serial parses. Limits that
 // depend on the host (KVM's vCPU limit) or on the kernel image (command
 // line length, whether kernel and initrd fit) are checked when the machine
-// is built and the kernel loaded, with the same kind of error.
+// is built and the kernel loaded, with the same kind of error. Disks and
+// IOThreads: see ValidateDisks (disk_options.h).
 absl::StatusOr<LaunchOptions> ValidateLaunchFlags(const LaunchFlags& flags);
 
 }  // namespace kvmini::vmm

@@ -82,6 +82,7 @@ absl::Status Machine::Initialize() {
     owned_main_context_ = std::move(*context);
     main_context_ = owned_main_context_.get();
   }
+  park_check_ = main_context_->NewBottomHalf([this] { CheckVcpusParked(); });
 
   absl::StatusOr<std::unique_ptr<KvmSystem>> kvm = KvmSystem::Open(config_.kvm_path);
   if (!kvm.ok()) return kvm.status();
@@ -253,6 +254,35 @@ void Machine::StopVcpuThreads() {
   vcpu_threads_.clear();
 }
 
+void Machine::PauseVcpus(absl::AnyInvocable<void() &&> parked) {
+  KVMINI_CHECK(main_context_->InHomeThread(), "PauseVcpus runs in the main loop thread");
+  vcpus_paused_ = true;
+  pause_waiters_.push_back(std::move(parked));
+  for (auto& thread : vcpu_threads_) thread->RequestPause();
+  CheckVcpusParked();
+}
+
+void Machine::ResumeVcpus() {
+  KVMINI_CHECK(main_context_->InHomeThread(), "ResumeVcpus runs in the main loop thread");
+  vcpus_paused_ = false;
+  for (auto& thread : vcpu_threads_) thread->Resume();
+}
+
+void Machine::CheckVcpusParked() {
+  if (pause_waiters_.empty()) return;
+  for (auto& thread : vcpu_threads_) {
+    if (!thread->parked() && !thread->finished()) return;
+  }
+  std::vector<absl::AnyInvocable<void() &&>> waiters = std::move(pause_waiters_);
+  pause_waiters_.clear();
+  for (auto& waiter : waiters) std::move(waiter)();
+}
+
+absl::Duration Machine::uptime() const {
+  if (run_start_ == absl::InfinitePast()) return absl::ZeroDuration();
+  return absl::Now() - run_start_;
+}
+
 MachineExit Machine::Run() {
   KVMINI_CHECK(main_context_->InHomeThread(), "Machine::Run must run on the main loop thread");
   KVMINI_CHECK(!ran_, "Machine::Run may be called once");
@@ -266,7 +296,9 @@ MachineExit Machine::Run() {
     vcpu_threads_.push_back(std::make_unique<VcpuThread>(
         vcpu.get(), &port_bus_, &mmio_bus_, &stopping_,
         [this](MachineExit exit) { RequestStop(std::move(exit)); }));
+    vcpu_threads_.back()->set_park_listener([this] { park_check_->Schedule(); });
   }
+  run_start_ = absl::Now();
   if (getenv(kTraceStartupVariable) != nullptr) vcpu_threads_.front()->set_trace_first_run(true);
   for (auto& thread : vcpu_threads_) thread->Start();
   while (!main_loop_done_) main_context_->Poll(/*blocking=*/true);

@@ -22,6 +22,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/time/time.h"
 #include "hw/bus_device.h"
 #include "hw/memory/guest_memory.h"
 #include "util/aio_context.h"
@@ -111,12 +113,25 @@ class Machine {
   // Main thread only; once.
   MachineExit Run();
 
+  // Pause and resume (the control socket's stop/cont), from the main loop
+  // thread while Run() runs. PauseVcpus kicks every vCPU out of KVM_RUN and
+  // parks it there; `parked` runs in the main loop once every vCPU is
+  // parked (or has finished). It does not wait: a vCPU may need the main
+  // loop (a register write waiting for a device operation) before it parks.
+  void PauseVcpus(absl::AnyInvocable<void() &&> parked);
+  void ResumeVcpus();
+  bool vcpus_paused() const { return vcpus_paused_; }
+  // Time since Run() started the vCPUs (zero before).
+  absl::Duration uptime() const;
+
  private:
   explicit Machine(const Config& config) : config_(config) {}
   absl::Status Initialize();
   absl::Status StartSignalHandling();
   void StopSignalHandling();
   void StopVcpuThreads();
+  // Runs the pause waiters if every vCPU is parked or finished.
+  void CheckVcpusParked();
 
   const Config config_;
   sigset_t saved_signal_mask_{};
@@ -131,6 +146,12 @@ class Machine {
   AddressBus mmio_bus_{"MMIO"};
   std::vector<std::shared_ptr<void>> adopted_;
   std::vector<std::unique_ptr<VcpuThread>> vcpu_threads_;
+  // Scheduled by vCPU threads when they park or finish; destroyed after
+  // they are joined (member order).
+  std::unique_ptr<util::BottomHalf> park_check_;
+  std::vector<absl::AnyInvocable<void() &&>> pause_waiters_;  // main thread only
+  bool vcpus_paused_ = false;                                  // main thread only
+  absl::Time run_start_ = absl::InfinitePast();
 
   int signal_fd_ = -1;
   bool ran_ = false;

@@ -86,6 +86,36 @@ void VcpuThread::Kick() {
   stop_.store(true);
   vcpu_->RequestImmediateExit(true);
   if (thread_.joinable()) pthread_kill(thread_.native_handle(), KickSignal());
+  Wake();
+}
+
+void VcpuThread::RequestPause() {
+  // The same order as Kick(): the flag before immediate_exit.
+  pause_requested_.store(true);
+  vcpu_->RequestImmediateExit(true);
+  if (thread_.joinable()) pthread_kill(thread_.native_handle(), KickSignal());
+}
+
+void VcpuThread::Resume() {
+  pause_requested_.store(false);
+  Wake();
+}
+
+void VcpuThread::Wake() {
+  wake_generation_.fetch_add(1);
+  wake_generation_.notify_all();
+}
+
+void VcpuThread::Park() {
+  parked_.store(true, std::memory_order_release);
+  if (park_listener_) park_listener_();
+  while (true) {
+    // Read before testing the conditions: a Wake() after the test changes it.
+    uint32_t seen = wake_generation_.load();
+    if (!pause_requested_.load() || stop_.load() || machine_stopping_->load()) break;
+    wake_generation_.wait(seen);
+  }
+  parked_.store(false, std::memory_order_release);
 }
 
 void VcpuThread::Join() {
@@ -104,6 +134,10 @@ void VcpuThread::Loop() {
                      << now.tv_sec * 1000000000ll + now.tv_nsec << " ns";
   }
   while (!stop_.load() && !machine_stopping_->load()) {
+    if (pause_requested_.load()) {
+      Park();
+      continue;
+    }
     absl::StatusOr<KvmVcpu::RunResult> result = vcpu_->Run();
     if (!result.ok()) {
       Fail(MachineExit::Cause::kVmmFailure,
@@ -119,6 +153,7 @@ void VcpuThread::Loop() {
   finished_.store(true, std::memory_order_release);
   // The main loop may be waiting (polling) for this thread to finish.
   util::AioWaitKick();
+  if (park_listener_) park_listener_();
 }
 
 void VcpuThread::Fail(MachineExit::Cause cause, std::string what) {

@@ -7,6 +7,10 @@
 // KVM_RUN returns EINTR whether the thread was in the guest or about to
 // enter it. Signal first-or-flag-first races are closed by immediate_exit,
 // which KVM checks on entry.
+//
+// Pausing (the control socket's `stop`): RequestPause() makes the thread
+// leave KVM_RUN the same way and park outside it, between two exits, until
+// Resume() or a stop. A parked vCPU is never inside a device handler.
 #pragma once
 
 #include <atomic>
@@ -43,6 +47,17 @@ class VcpuThread {
   void set_trace_first_run(bool trace) { trace_first_run_ = trace; }
   // Asks the thread to leave KVM_RUN and return. Any thread; idempotent.
   void Kick();
+  // Asks the thread to park outside KVM_RUN; parked() tells when it has.
+  // Any thread.
+  void RequestPause();
+  // Lets a parked (or about to park) thread run the guest again.
+  void Resume();
+  bool parked() const { return parked_.load(std::memory_order_acquire); }
+  // Called in the vCPU thread when it has parked and when it finishes (so a
+  // pause waiting for it can complete). Set before Start().
+  void set_park_listener(absl::AnyInvocable<void()> listener) {
+    park_listener_ = std::move(listener);
+  }
   // Whether the thread function has returned (Join() will not block).
   bool finished() const { return finished_.load(std::memory_order_acquire); }
   void Join();
@@ -53,6 +68,9 @@ class VcpuThread {
 
  private:
   void Loop();
+  // Waits, parked, until the pause is lifted or the thread must stop.
+  void Park();
+  void Wake();
   // Handles the exit in kvm_run; returns false if it ends the machine (after
   // reporting through on_stop_).
   bool HandleExit();
@@ -67,6 +85,11 @@ class VcpuThread {
   bool trace_first_run_ = false;
   std::atomic<bool> stop_{false};
   std::atomic<bool> finished_{false};
+  std::atomic<bool> pause_requested_{false};
+  std::atomic<bool> parked_{false};
+  // Bumped (and waited on with atomic wait) to wake a parked thread.
+  std::atomic<uint32_t> wake_generation_{0};
+  absl::AnyInvocable<void()> park_listener_;
   std::thread thread_;
 };
 

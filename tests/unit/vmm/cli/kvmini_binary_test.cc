@@ -55,14 +55,13 @@ class KvminiBinaryTest : public ::testing::Test {
     ASSERT_EQ(system(command.c_str()), 0);
   }
 
-  // Runs kvmini with `arguments`; sends `signal_number` after `delay` if set.
-  Result Run(const std::vector<std::string>& arguments, int signal_number = 0,
-             std::chrono::milliseconds delay = std::chrono::milliseconds(0)) {
-    std::string stderr_path = directory_ + "/stderr";
+  // Starts kvmini with `arguments`, stdin from /dev/null, stderr to
+  // StderrPath(); returns its pid, or -1.
+  pid_t Spawn(const std::vector<std::string>& arguments) {
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderr_path.c_str(),
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, StderrPath().c_str(),
                                      O_WRONLY | O_CREAT | O_TRUNC, 0644);
     std::vector<std::string> all = {KVMINI_BINARY};
     all.insert(all.end(), arguments.begin(), arguments.end());
@@ -70,12 +69,21 @@ class KvminiBinaryTest : public ::testing::Test {
     for (std::string& argument : all) argv.push_back(argument.data());
     argv.push_back(nullptr);
     pid_t pid = -1;
-    Result result;
     if (posix_spawn(&pid, KVMINI_BINARY, &actions, nullptr, argv.data(), environ) != 0) {
       ADD_FAILURE() << "cannot start " << KVMINI_BINARY;
-      return result;
+      pid = -1;
     }
     posix_spawn_file_actions_destroy(&actions);
+    return pid;
+  }
+  std::string StderrPath() const { return directory_ + "/stderr"; }
+
+  // Runs kvmini with `arguments`; sends `signal_number` after `delay` if set.
+  Result Run(const std::vector<std::string>& arguments, int signal_number = 0,
+             std::chrono::milliseconds delay = std::chrono::milliseconds(0)) {
+    Result result;
+    pid_t pid = Spawn(arguments);
+    if (pid < 0) return result;
     if (signal_number != 0) {
       std::this_thread::sleep_for(delay);
       kill(pid, signal_number);
@@ -83,7 +91,7 @@ class KvminiBinaryTest : public ::testing::Test {
     int status = 0;
     waitpid(pid, &status, 0);
     result.exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 1000 + WTERMSIG(status);
-    result.stderr_text = ReadFile(stderr_path);
+    result.stderr_text = ReadFile(StderrPath());
     return result;
   }
   std::string SerialPath() const { return directory_ + "/serial.log"; }
@@ -153,6 +161,13 @@ TEST_F(KvminiBinaryTest, BadUsageExitsTwoWithOneLine) {
        "command line",
        true},
       {{"--frobnicate"}, "unknown flag", false},
+      {{"--kernel", kernel_, "--blk", "path=/nonexistent/disk.img"}, "/nonexistent/disk.img",
+       false},
+      {{"--kernel", kernel_, "--blk", "path=" + kernel_ + ",queues=99"}, "queues=99", false},
+      {{"--kernel", kernel_, "--scsi", "path=" + kernel_ + ",iothread=io7"},
+       "unknown iothread 'io7'", false},
+      {{"--kernel", kernel_, "--serial", "none", "--control", kernel_}, "--control " + kernel_,
+       true},
   };
   for (const Case& c : cases) {
     if (c.needs_kvm && !KvmAvailable()) continue;
@@ -163,6 +178,65 @@ TEST_F(KvminiBinaryTest, BadUsageExitsTwoWithOneLine) {
     EXPECT_EQ(std::count(result.stderr_text.begin(), result.stderr_text.end(), '\n'), 1)
         << result.stderr_text;
   }
+}
+
+// kvmini-ctl against a running kvmini (a spinning tiny guest with two disks
+// on an IOThread): each command answers, stop parks the vCPU, errors exit 1
+// naming the device, and quit ends kvmini with status 0 and removes the socket.
+TEST_F(KvminiBinaryTest, ControlSocketDrivesARunningMachine) {
+  REQUIRE_KVM();
+  std::string spinning = directory_ + "/spin.bzImage";
+  ASSERT_TRUE(WriteTinyBzImage(spinning, 0, TinyKernelEnd::kSpin).ok());
+  std::string image = directory_ + "/disk.img";
+  {
+    std::ofstream file(image);
+  }
+  ASSERT_EQ(truncate(image.c_str(), 4 << 20), 0);
+  std::string socket_path = directory_ + "/control.sock";
+  pid_t pid = Spawn({"--kernel", spinning, "--serial", "none", "--iothread", "io0", "--blk",
+                     "path=" + image + ",iothread=io0", "--scsi", "path=" + image + ",readonly=on",
+                     "--control", socket_path});
+  ASSERT_GT(pid, 0);
+  for (int i = 0; i < 200 && access(socket_path.c_str(), F_OK) != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  // Runs kvmini-ctl; returns its exit status and output (stdout and stderr).
+  auto ctl = [&](const std::string& arguments, std::string* output) {
+    std::string command =
+        std::string(KVMINI_CTL_BINARY) + " --socket " + socket_path + " " + arguments + " 2>&1";
+    FILE* pipe = popen(command.c_str(), "r");
+    output->clear();
+    char buffer[4096];
+    size_t n;
+    while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output->append(buffer, n);
+    int status = pclose(pipe);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  std::string out;
+  EXPECT_EQ(ctl("query-status", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("\"status\":\"running\""));
+  EXPECT_THAT(out, HasSubstr("\"vcpus\":1"));
+  EXPECT_EQ(ctl("stop", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("paused"));
+  EXPECT_EQ(ctl("query-status", &out), 0);
+  EXPECT_THAT(out, HasSubstr("\"running\":false"));
+  EXPECT_EQ(ctl("query-devices", &out), 0);
+  EXPECT_THAT(out, HasSubstr("\"id\":\"blk0\""));
+  EXPECT_THAT(out, HasSubstr("\"id\":\"scsi0\""));
+  EXPECT_THAT(out, HasSubstr("\"iothread\":\"io0\""));
+  EXPECT_EQ(ctl("dataplane-stop device=blk0", &out), 0) << out;
+  EXPECT_EQ(ctl("device-set-iothread device=scsi0 iothread=io0", &out), 0) << out;
+  EXPECT_EQ(ctl("device-set-iothread device=blk0 iothread=null", &out), 0) << out;
+  EXPECT_EQ(ctl("dataplane-stop device=nope", &out), 1);
+  EXPECT_THAT(out, HasSubstr("no disk 'nope'"));
+  EXPECT_EQ(ctl("cont", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("running"));
+  EXPECT_EQ(ctl("quit", &out), 0) << out;
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ReadFile(StderrPath());
+  EXPECT_THAT(ReadFile(StderrPath()), HasSubstr("quit on the control socket"));
+  EXPECT_NE(access(socket_path.c_str(), F_OK), 0);
 }
 
 TEST_F(KvminiBinaryTest, HelpExitsZero) {

@@ -17,6 +17,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/unit/vmm/control/control_test_client.h"
 #include "util/aio_wait.h"
 #include "vmm/control/unix_socket.h"
 
@@ -39,6 +40,7 @@ class ControlServerTest : public ::testing::Test {
     path_ = dir_ + "/control.sock";
   }
   void TearDown() override {
+    client_.reset();
     server_.reset();
     main_.reset();
     unlink(path_.c_str());
@@ -60,55 +62,19 @@ class ControlServerTest : public ::testing::Test {
     });
   }
 
-  int Connect() {
-    auto fd = ConnectToUnixSocket(path_);
-    EXPECT_TRUE(fd.ok()) << fd.status();
-    return *fd;
-  }
-
-  void SendRaw(int fd, const std::string& text) {
-    size_t done = 0;
-    while (done < text.size()) {
-      ssize_t n = send(fd, text.data() + done, text.size() - done, MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n < 0 && errno == EAGAIN) {
-        main_->Poll(false);  // let the server drain its side
-        continue;
-      }
-      ASSERT_GT(n, 0);
-      done += static_cast<size_t>(n);
-    }
-  }
-
-  // Runs the main loop until one full line arrives on `fd`.
-  json ReadMessage(int fd) {
-    std::string& pending = pending_[fd];
-    while (pending.find('\n') == std::string::npos) {
-      char buffer[4096];
-      ssize_t n = recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
-      if (n > 0) {
-        pending.append(buffer, static_cast<size_t>(n));
-      } else if (n == 0) {
-        ADD_FAILURE() << "connection closed";
-        return json();
-      } else {
-        main_->Poll(true);
-      }
-    }
-    size_t end = pending.find('\n');
-    json message = json::parse(pending.substr(0, end));
-    pending.erase(0, end + 1);
-    return message;
-  }
-
-  json Execute(int fd, const json& request) {
-    SendRaw(fd, request.dump() + "\n");
-    return ReadMessage(fd);
+  int Connect() { return client().Connect(path_); }
+  void SendRaw(int fd, const std::string& text) { client().SendRaw(fd, text); }
+  json ReadMessage(int fd) { return client().ReadMessage(fd); }
+  json Execute(int fd, const json& request) { return client().Execute(fd, request); }
+  testing::ControlTestClient& client() {
+    if (!client_) client_ = std::make_unique<testing::ControlTestClient>(*main_);
+    return *client_;
   }
 
   std::unique_ptr<util::AioContext> main_;
   std::unique_ptr<ControlServer> server_;
   std::string dir_, path_;
-  std::map<int, std::string> pending_;
+  std::unique_ptr<testing::ControlTestClient> client_;
 };
 
 TEST_F(ControlServerTest, GreetsWithTheVersionAndAnswersWithTheRequestId) {
@@ -241,6 +207,64 @@ TEST_F(ControlServerTest, DisconnectMidCommandChangesNothingElse) {
   EXPECT_EQ(ReadMessage(b)["id"], 1);
   EXPECT_EQ(ReadMessage(b)["id"], 2);
   EXPECT_EQ(Execute(b, {{"execute", "echo"}, {"id", 9}})["id"], 9);
+  close(b);
+}
+
+// An asynchronous command answers after its handler has returned: the
+// client's next request waits for that answer (order kept), another client
+// is served meanwhile, and a reply for a client that left is dropped.
+TEST_F(ControlServerTest, AsyncCommandsAnswerLaterInOrder) {
+  StartServer();
+  std::vector<ControlServer::Reply> held;
+  server_->AddAsyncCommand("later", [&](const json& arguments, ControlServer::Reply reply) {
+    if (arguments.value("now", false)) return std::move(reply)(json{{"now", true}});
+    held.push_back(std::move(reply));
+  });
+  server_->AddCommand("release", [&](const json& arguments) -> absl::StatusOr<json> {
+    for (auto& reply : held) {
+      if (arguments.value("fail", false)) {
+        std::move(reply)(absl::NotFoundError("no disk 'vdq'"));
+      } else {
+        std::move(reply)(json{{"released", true}});
+      }
+    }
+    held.clear();
+    return json::object();
+  });
+  int a = Connect(), b = Connect();
+  ReadMessage(a);
+  ReadMessage(b);
+  SendRaw(a, R"({"execute":"later","id":1})" "\n" R"({"execute":"echo","id":2})" "\n");
+  while (held.empty()) main_->Poll(true);
+  EXPECT_EQ(Execute(b, {{"execute", "echo"}, {"id", "b"}})["id"], "b");
+  EXPECT_EQ(Execute(b, {{"execute", "release"}})["return"], json::object());
+  json first = ReadMessage(a);
+  EXPECT_EQ(first["id"], 1);
+  EXPECT_EQ(first["return"]["released"], true);
+  EXPECT_EQ(ReadMessage(a)["id"], 2);
+  // Answered inside the handler; an error class from the reply's status.
+  EXPECT_EQ(Execute(a, {{"execute", "later"}, {"arguments", {{"now", true}}}})["return"]["now"],
+            true);
+  SendRaw(a, R"({"execute":"later","id":3})" "\n");
+  while (held.empty()) main_->Poll(true);
+  Execute(b, {{"execute", "release"}, {"arguments", {{"fail", true}}}});
+  json failed = ReadMessage(a);
+  EXPECT_EQ(failed["error"]["class"], kErrorDeviceNotFound);
+  EXPECT_EQ(failed["id"], 3);
+  // A leaves with its command pending; the late reply changes nothing else.
+  SendRaw(a, R"({"execute":"later"})" "\n");
+  while (held.empty()) main_->Poll(true);
+  close(a);
+  while (server_->client_count() != 1) main_->Poll(true);
+  Execute(b, {{"execute", "release"}});
+  EXPECT_EQ(Execute(b, {{"execute", "echo"}, {"id", 9}})["id"], 9);
+  // AnswerRequest (the fuzzer's entry) waits for a late reply.
+  server_->AddAsyncCommand("soon", [&](const json&, ControlServer::Reply reply) {
+    main_->ScheduleOneshot([reply = std::move(reply)]() mutable {
+      std::move(reply)(json{{"soon", 1}});
+    });
+  });
+  EXPECT_EQ(server_->AnswerRequest(R"({"execute":"soon","id":4})")["return"]["soon"], 1);
   close(b);
 }
 

@@ -208,6 +208,48 @@ TEST(TinyGuestTest, BusyLoopingVcpuIsKickedOutOnStop) {
   EXPECT_LT(elapsed, std::chrono::seconds(5));
 }
 
+// Pausing parks every vCPU outside KVM_RUN (vCPU 1 waits for a SIPI inside
+// it): the guest's counter stands still until the vCPUs are resumed.
+TEST(TinyGuestTest, PausedVcpusStopRunningTheGuestUntilResumed) {
+  REQUIRE_KVM();
+  constexpr uint64_t kCounterAddress = 0x500;
+  RealModeCode code;
+  code.Emit({0x66, 0xFF, 0x06, 0x00, 0x05});  // inc dword [0x500]
+  code.Emit({0xEB, 0xF9});                    // jmp back to the inc
+  auto guest = MustCreate(code, {.vcpu_count = 2});
+  ASSERT_NE(guest, nullptr);
+  Machine& machine = guest->machine();
+  util::AioContext& main = machine.main_context();
+  auto counter = [&machine] {
+    return *machine.memory().ReadObject<uint32_t>(kCounterAddress);
+  };
+  uint32_t at_pause = 0, after_pause = 0, after_resume = 0;
+  bool parked = false;
+  main.AddTimer(absl::Now() + absl::Milliseconds(100), [&] {
+    machine.PauseVcpus([&] {
+      parked = true;
+      EXPECT_TRUE(machine.vcpus_paused());
+      at_pause = counter();
+      main.AddTimer(absl::Now() + absl::Milliseconds(100), [&] {
+        after_pause = counter();
+        machine.ResumeVcpus();
+        main.AddTimer(absl::Now() + absl::Milliseconds(100), [&] {
+          after_resume = counter();
+          machine.RequestStop({MachineExit::Cause::kVmmFailure, 1, "stopped by the test"});
+        });
+      });
+    });
+  });
+  MachineExit exit = guest->Run();
+  EXPECT_EQ(exit.reason, "stopped by the test");
+  EXPECT_TRUE(parked);
+  EXPECT_GT(at_pause, 0u);
+  EXPECT_EQ(after_pause, at_pause);
+  EXPECT_GT(after_resume, after_pause);
+  EXPECT_FALSE(machine.vcpus_paused());
+  EXPECT_GT(machine.uptime(), absl::Milliseconds(300));
+}
+
 TEST(TinyGuestTest, SigtermStopsTheRunInOrder) {
   REQUIRE_KVM();
   RealModeCode code;
