@@ -11,10 +11,12 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <vector>
 #include <string>
 
+#include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/unit/vmm/control/control_test_client.h"
@@ -308,10 +310,16 @@ TEST_F(ControlServerTest, StaleSocketIsReplacedLiveOneAndOtherFilesAreRefused) {
 // an error exits 1 with the description on stderr.
 TEST_F(ControlServerTest, KvminiCtlPrintsTheAnswerAndReportsErrors) {
   StartServer();
-  auto run = [&](std::vector<std::string> args, std::string* out) {
+  auto run = [&](std::vector<std::string> args, std::string* out, const std::string& input = "") {
     std::string out_path = dir_ + "/out";
+    std::string in_path = dir_ + "/in";
+    {
+      std::ofstream in(in_path);
+      in << input;
+    }
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, in_path.c_str(), O_RDONLY, 0);
     posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
                                      0600);
     posix_spawn_file_actions_addopen(&actions, 2, out_path.c_str(), O_WRONLY | O_APPEND, 0600);
@@ -328,6 +336,7 @@ TEST_F(ControlServerTest, KvminiCtlPrintsTheAnswerAndReportsErrors) {
     ssize_t n = read(fd, buffer, sizeof(buffer) - 1);
     close(fd);
     unlink(out_path.c_str());
+    unlink(in_path.c_str());
     *out = std::string(buffer, n > 0 ? n : 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   };
@@ -341,6 +350,24 @@ TEST_F(ControlServerTest, KvminiCtlPrintsTheAnswerAndReportsErrors) {
   EXPECT_THAT(out, ::testing::HasSubstr("no device 'vdz'"));
   EXPECT_EQ(run({"--socket", dir_ + "/absent.sock", "echo"}, &out), 2);
   EXPECT_THAT(out, ::testing::HasSubstr("cannot connect"));
+  EXPECT_EQ(run({"--socket", path_}, &out), 2);
+  EXPECT_THAT(out, ::testing::HasSubstr("no COMMAND given"));
+
+  // --batch: one answer line per command line, over one connection; the
+  // status says whether any failed.
+  EXPECT_EQ(run({"--socket", path_, "--batch"}, &out, "echo a=1\n\necho b=x\n"), 0);
+  std::vector<std::string> lines = absl::StrSplit(out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << out;
+  EXPECT_EQ(json::parse(lines[0])["return"]["arguments"]["a"], 1);
+  EXPECT_EQ(json::parse(lines[1])["return"]["arguments"]["b"], "x");
+  EXPECT_EQ(run({"--socket", path_, "--batch"}, &out, "fail kind=argument\necho notkv\necho\n"),
+            1);
+  lines = absl::StrSplit(out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 3u) << out;
+  EXPECT_EQ(json::parse(lines[0])["error"]["class"], kErrorInvalidParameter);
+  EXPECT_THAT(lines[1], ::testing::HasSubstr("'notkv' is not key=value"));
+  EXPECT_TRUE(json::parse(lines[2]).contains("return"));
+  EXPECT_EQ(run({"--socket", path_, "--batch", "echo"}, &out), 2);
 }
 
 }  // namespace
