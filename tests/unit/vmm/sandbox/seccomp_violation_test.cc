@@ -139,6 +139,22 @@ INSTANTIATE_TEST_SUITE_P(
                       [] { (void)syscall(SYS_io_uring_enter, -1, 0, 0, 0, nullptr, 0); }}),
     [](const ::testing::TestParamInfo<ForbiddenCase>& info) { return info.param.test_name; });
 
+// A call through the 32-bit ABI (int 0x80; 20 is getpid there) is refused
+// whatever its number, and said to be one.
+TEST_F(SeccompViolationTest, CallThroughAnotherAbiIsReportedAsSuch) {
+  EXPECT_EXIT(
+      {
+        (void)RunInFilteredThread(ThreadKind::kIoThread, "sandboxed", [] {
+          long result;
+          asm volatile("int $0x80" : "=a"(result) : "a"(20L) : "memory");
+        });
+        ChildSurvived("int 0x80 returned");
+      },
+      ::testing::KilledBySignal(SIGSYS),
+      "thread 'sandboxed' \\(IOThread\\) made forbidden system call number 20 of another ABI "
+      "than x86-64");
+}
+
 // The other side of the argument checks: the values the lists allow get
 // through to the kernel, which answers them as usual.
 TEST(SeccompArgumentTest, AllowedValuesOfCheckedArgumentsReachTheKernel) {
