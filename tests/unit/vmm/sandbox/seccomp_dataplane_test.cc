@@ -13,6 +13,7 @@
 #include "hw/virtio/virtio_constants.h"
 #include "tests/harness/blk_testbed.h"
 #include "tests/unit/block/block_test_support.h"
+#include "tests/unit/vmm/sandbox/sandbox_test_support.h"
 #include "util/aio_wait.h"
 #include "util/iothread.h"
 #include "vmm/sandbox/seccomp.h"
@@ -30,14 +31,9 @@ class FilteredDataplaneTest : public block::testing::MainLoopTest,
  protected:
   void SetUp() override {
     MainLoopTest::SetUp();
-    auto thread = util::IOThread::Create("sandbox-io");
+    auto thread = testing::StartFilteredIoThread("sandbox-io");
     ASSERT_TRUE(thread.ok()) << thread.status();
     iothread_ = std::move(*thread);
-    absl::Status installed;
-    util::AioWaitBhOneshot(iothread_->context(), [&installed] {
-      installed = InstallSeccompFilter(ThreadKind::kIoThread);
-    });
-    ASSERT_TRUE(installed.ok()) << installed;
   }
   void TearDown() override {
     testbed_.reset();  // detaches from the IOThread first

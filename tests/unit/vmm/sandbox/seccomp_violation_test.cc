@@ -49,13 +49,9 @@ TEST_F(SeccompViolationTest, IoThreadMakingAForbiddenCallStopsTheProcessNamingTh
   EXPECT_EXIT(
       {
         auto main_context = util::AioContext::CreateMain();
-        auto iothread = util::IOThread::Create("sandbox-io");
-        if (!main_context.ok() || !iothread.ok()) ChildSurvived("set-up failed");
-        absl::Status installed;
-        util::AioWaitBhOneshot((*iothread)->context(), [&installed] {
-          installed = InstallSeccompFilter(ThreadKind::kIoThread);
-        });
-        if (!installed.ok()) ChildSurvived(installed.ToString().c_str());
+        if (!main_context.ok()) ChildSurvived("no main loop");
+        auto iothread = testing::StartFilteredIoThread("sandbox-io");
+        if (!iothread.ok()) ChildSurvived(iothread.status().ToString().c_str());
         // The test-only misbehaviour: a bottom half opening a network socket.
         util::AioWaitBhOneshot((*iothread)->context(),
                                [] { (void)socket(AF_INET, SOCK_STREAM, 0); });
