@@ -255,6 +255,46 @@ TEST(TinyGuestTest, UartTransmitEmptyInterruptReachesTheGuest) {
   EXPECT_EQ(exit.status, 0x02);  // IIR: THR empty, FIFOs off
 }
 
+TEST(TinyGuestTest, StdinReachesTheGuestThroughTheUartWithFlowControl) {
+  REQUIRE_KVM();
+  // Reads 20 bytes by polling LSR.DR, sums them, exits with the sum. The
+  // FIFO stays off (1 byte of room), so the console must hold the rest of
+  // the input and feed it as the guest makes room.
+  std::vector<uint8_t> code = {
+      0x31, 0xDB,        // xor bx, bx
+      0xB9, 0x14, 0x00,  // mov cx, 20
+      0xBA, 0xFD, 0x03,  // next: mov dx, 0x3fd
+      0xEC,              // wait: in al, dx
+      0xA8, 0x01,        // test al, 1
+      0x74, 0xFB,        // jz wait
+      0xBA, 0xF8, 0x03,  // mov dx, 0x3f8
+      0xEC,              // in al, dx
+      0x00, 0xC3,        // add bl, al
+      0xE2, 0xF0,        // loop next
+      0x88, 0xD8,        // mov al, bl
+      0xE6, 0xF4,        // out 0xf4, al
+      0xEB, 0xFE,        // jmp $
+  };
+  int input[2];
+  ASSERT_EQ(pipe(input), 0);
+  int saved_stdin = dup(STDIN_FILENO);
+  ASSERT_EQ(dup2(input[0], STDIN_FILENO), STDIN_FILENO);
+  close(input[0]);
+  const std::string bytes(20, '\x03');
+  ASSERT_EQ(write(input[1], bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  MachineExit exit;
+  {
+    auto guest = TinyGuest::CreateRealMode(code, {.serial_stdio = true});
+    ASSERT_TRUE(guest.ok()) << guest.status();
+    exit = (*guest)->Run();
+  }
+  dup2(saved_stdin, STDIN_FILENO);
+  close(saved_stdin);
+  close(input[1]);
+  EXPECT_EQ(exit.cause, MachineExit::Cause::kExitPort) << exit.reason;
+  EXPECT_EQ(exit.status, 60);
+}
+
 TEST(TinyGuestTest, GuestThatCannotContinueIsAFailureWithRegisters) {
   REQUIRE_KVM();
   // The boot IDT has a limit of 7 (no usable gate): int3 cannot be
