@@ -227,32 +227,67 @@ TEST(TinyGuestTest, SigtermStopsTheRunInOrder) {
   EXPECT_THAT(exit.reason, HasSubstr("SIGTERM"));
 }
 
-TEST(TinyGuestTest, UartTransmitEmptyInterruptReachesTheGuest) {
-  REQUIRE_KVM();
+// Real-mode code that routes ISA `irq` through the master PIC (vector base
+// 0x08) to `handler`, runs `arm` with interrupts still off, then halts with
+// interrupts on until the interrupt arrives.
+std::vector<uint8_t> WaitForInterrupt(uint8_t irq, const RealModeCode& arm,
+                                      const RealModeCode& handler) {
   RealModeCode code;
-  // IRQ 4 -> PIC vector 0x0C: its real-mode IVT entry is at 0x30.
   code.Cli();
+  const uint16_t vector_entry = static_cast<uint16_t>((0x08 + irq) * 4);
   const size_t handler_patch = code.bytes().size() + 4;  // imm16 of the next store
-  code.StoreWord(0x30, 0).StoreWord(0x32, 0);
-  // Master PIC: ICW1 (edge, ICW4), ICW2 vector base 0x08, ICW3, ICW4 8086 mode,
-  // then unmask IRQ 4 only.
+  code.StoreWord(vector_entry, 0).StoreWord(vector_entry + 2, 0);
+  // ICW1 (edge, ICW4 follows), ICW2 vector base, ICW3, ICW4 (8086 mode),
+  // then unmask `irq` only.
   code.MovAl(0x11).OutAl(0x20).MovAl(0x08).OutAl(0x21).MovAl(0x04).OutAl(0x21);
-  code.MovAl(0x01).OutAl(0x21).MovAl(0xEF).OutAl(0x21);
-  // UART: enable the THR-empty interrupt; THR is empty, so it fires.
-  code.MovDx(0x3F9).MovAl(0x02).OutDxAl().Sti();
+  code.MovAl(0x01).OutAl(0x21).MovAl(static_cast<uint8_t>(~(1u << irq))).OutAl(0x21);
+  code.EmitBytes(arm.bytes()).Sti();
   const uint16_t loop = code.here();
   code.Hlt().Emit({0xEB, static_cast<uint8_t>(loop - (code.here() + 2))});
-  const uint16_t handler = code.here();
-  // Handler: report IIR through the exit port.
-  code.MovDx(0x3FA).InAlDx().OutAl(0xF4).Spin();
+  const uint16_t handler_address = code.here();
+  code.EmitBytes(handler.bytes());
   std::vector<uint8_t> bytes = code.bytes();
-  bytes[handler_patch] = handler & 0xFF;
-  bytes[handler_patch + 1] = handler >> 8;
-  auto guest = TinyGuest::CreateRealMode(bytes);
+  bytes[handler_patch] = handler_address & 0xFF;
+  bytes[handler_patch + 1] = handler_address >> 8;
+  return bytes;
+}
+
+TEST(TinyGuestTest, UartTransmitEmptyInterruptReachesTheGuest) {
+  REQUIRE_KVM();
+  RealModeCode arm, handler;
+  // Enable the THR-empty interrupt; THR is empty, so it fires at once.
+  arm.MovDx(0x3F9).MovAl(0x02).OutDxAl();
+  // Report IIR through the exit port.
+  handler.MovDx(0x3FA).InAlDx().OutAl(0xF4).Spin();
+  auto guest = TinyGuest::CreateRealMode(WaitForInterrupt(4, arm, handler));
   ASSERT_TRUE(guest.ok()) << guest.status();
   MachineExit exit = (*guest)->Run();
   EXPECT_EQ(exit.cause, MachineExit::Cause::kExitPort) << exit.reason;
   EXPECT_EQ(exit.status, 0x02);  // IIR: THR empty, FIFOs off
+}
+
+TEST(TinyGuestTest, IrqFdWriteInterruptsTheGuest) {
+  REQUIRE_KVM();
+  RealModeCode arm, handler;
+  handler.Exit(0x55).Spin();
+  auto guest = TinyGuest::CreateRealMode(WaitForInterrupt(5, arm, handler));
+  ASSERT_TRUE(guest.ok()) << guest.status();
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE((*guest)->machine().RegisterIrqFd(5, fd).ok());
+  // The guest is halted in KVM waiting for the interrupt by the time this
+  // fires; if it is not yet, the edge is latched in the PIC's IRR anyway.
+  std::thread device([fd] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    uint64_t one = 1;
+    EXPECT_EQ(write(fd, &one, sizeof(one)), static_cast<ssize_t>(sizeof(one)));
+  });
+  MachineExit exit = (*guest)->Run();
+  device.join();
+  EXPECT_EQ(exit.cause, MachineExit::Cause::kExitPort) << exit.reason;
+  EXPECT_EQ(exit.status, 0x55);
+  EXPECT_TRUE((*guest)->machine().UnregisterIrqFd(5, fd).ok());
+  close(fd);
 }
 
 TEST(TinyGuestTest, StdinReachesTheGuestThroughTheUartWithFlowControl) {
