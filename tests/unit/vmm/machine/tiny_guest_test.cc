@@ -5,6 +5,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -12,6 +14,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/unit/vmm/machine/tiny_guest.h"
+#include "absl/synchronization/notification.h"
+#include "util/aio_context.h"
 #include "util/mutex.h"
 
 namespace kvmini::vmm::testing {
@@ -206,6 +210,47 @@ TEST(TinyGuestTest, BusyLoopingVcpuIsKickedOutOnStop) {
   stopper.join();
   EXPECT_EQ(exit.reason, "stopped by the test");
   EXPECT_LT(elapsed, std::chrono::seconds(5));
+}
+
+// A device whose register write waits for a request it posts to the main
+// loop (as virtio-mmio's Status writes do).
+class MainLoopRoundTripDevice : public hw::BusDevice {
+ public:
+  explicit MainLoopRoundTripDevice(util::AioContext* main) : main_(main) {}
+  void Read(uint64_t, std::span<uint8_t> data) override {
+    std::fill(data.begin(), data.end(), 0);
+  }
+  void Write(uint64_t, std::span<const uint8_t>) override {
+    absl::Notification done;
+    main_->ScheduleOneshot([&done] { done.Notify(); });
+    done.WaitForNotification();
+    writes_.fetch_add(1);
+  }
+  int writes() const { return writes_.load(); }
+
+ private:
+  util::AioContext* const main_;
+  std::atomic<int> writes_{0};
+};
+
+TEST(TinyGuestTest, StopCompletesWhileAVcpuWaitsForTheMainLoop) {
+  REQUIRE_KVM();
+  RealModeCode code;
+  const uint16_t loop = code.here();
+  code.StoreDword(0x10, 1).Emit({0xEB, static_cast<uint8_t>(loop - (code.here() + 2))});
+  auto guest = MustCreate(code, {.data_segment_base = kDeviceBase});
+  ASSERT_NE(guest, nullptr);
+  Machine& machine = guest->machine();
+  MainLoopRoundTripDevice device(&machine.main_context());
+  ASSERT_TRUE(machine.AddMmioDevice(kDeviceBase, 0x1000, &device, "round trip").ok());
+  std::thread stopper([&machine, &device] {
+    while (device.writes() < 10) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    machine.RequestStop({MachineExit::Cause::kVmmFailure, 1, "stopped by the test"});
+  });
+  MachineExit exit = guest->Run();
+  stopper.join();
+  EXPECT_EQ(exit.reason, "stopped by the test");
+  EXPECT_GE(device.writes(), 10);
 }
 
 TEST(TinyGuestTest, SigtermStopsTheRunInOrder) {
