@@ -27,8 +27,10 @@
 //    UNIT RESET and I_T NEXUS RESET are answered after the requests they
 //    affect have completed (ABORTED) and been published; QUERY TASK (SET)
 //    answer FUNCTION SUCCEEDED when a matching request is in flight; CLEAR
-//    ACA and unknown subtypes FUNCTION REJECTED. AN query/subscribe: OK with
-//    no events. Task attributes (ORDERED, HEAD OF QUEUE) are not enforced.
+//    ACA and unknown subtypes FUNCTION REJECTED. A TMF covers every command
+//    made available before it, kicked or not (the request queues are served
+//    first). AN query/subscribe: OK with no events. Task attributes
+//    (ORDERED, HEAD OF QUEUE) are not enforced.
 //
 // Threading: requests, TMFs and the disk run in the thread of the context
 // the queues are attached to (main loop or IOThread), as does the backend;
@@ -153,6 +155,8 @@ class VirtioScsi final : public VirtioDevice {
   void StartTaskManagement(ControlRequest& control,
                            std::span<const uint8_t, virtio_scsi::kTmfRequestSize> request);
   void AnswerControl(ControlRequest& control, std::span<const uint8_t> response);
+  // Takes every command waiting in the request queues.
+  void ServeRequestQueues();
   // Makes every completed command visible before a TMF answer that
   // promises they are done.
   void PublishRequestQueues();

@@ -80,6 +80,9 @@ void VirtioScsi::StartTaskManagement(ControlRequest& control,
   const std::optional<scsi::LunAddress> address =
       scsi::DecodeVirtioLun(std::span<const uint8_t, 8>(request.data() + kTmfLun, 8));
   if (!address || address->target != 0) return answer(response::kBadTarget);
+  // Commands the driver made available before sending the TMF belong to the
+  // task set it manages, even if their queues' kicks are still pending.
+  ServeRequestQueues();
   if (subtype == tmf::kITNexusReset) {
     // Every task of every LUN behind the target: the one disk.
     return disk_->AbortAllTasks(answer_when_done);
@@ -126,6 +129,10 @@ void VirtioScsi::AnswerControl(ControlRequest& control, std::span<const uint8_t>
   } else {
     queue.PushAndPublishSoon(control.head, written);
   }
+}
+
+void VirtioScsi::ServeRequestQueues() {
+  for (size_t i = kFirstRequestQueue; i < queues_.size(); ++i) ProcessQueue(*queues_[i]);
 }
 
 void VirtioScsi::PublishRequestQueues() {

@@ -85,9 +85,6 @@ class Machine {
                                std::string name);
   absl::Status AddMmioDevice(uint64_t base, uint64_t size, hw::BusDevice* device,
                              std::string name = "mmio device");
-  // Keeps `object` alive until the Machine is destroyed (after its vCPU
-  // threads have stopped): for devices the machine's user does not own.
-  void Adopt(std::shared_ptr<void> object) { adopted_.push_back(std::move(object)); }
 
   // A `length`-byte MMIO write of `datamatch` to `address` signals `fd`
   // inside KVM, without an exit. Any thread, any time.
@@ -144,7 +141,6 @@ class Machine {
   std::vector<std::unique_ptr<KvmVcpu>> vcpus_;
   AddressBus port_bus_{"port"};
   AddressBus mmio_bus_{"MMIO"};
-  std::vector<std::shared_ptr<void>> adopted_;
   std::vector<std::unique_ptr<VcpuThread>> vcpu_threads_;
   // Scheduled by vCPU threads when they park or finish; destroyed after
   // they are joined (member order).

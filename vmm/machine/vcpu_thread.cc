@@ -123,6 +123,8 @@ void VcpuThread::Join() {
 }
 
 void VcpuThread::Loop() {
+  // "vcpu0", ... in top, perf and gdb.
+  pthread_setname_np(pthread_self(), absl::StrCat("vcpu", vcpu_->id()).substr(0, 15).c_str());
   sigset_t kick;
   sigemptyset(&kick);
   sigaddset(&kick, KickSignal());

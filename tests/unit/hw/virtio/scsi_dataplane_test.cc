@@ -156,6 +156,33 @@ TEST_F(ScsiDataplaneTest, AbortTaskIsAnsweredAfterTheAbortedCommand) {
   EXPECT_EQ(device().stats().in_flight, 0u);
 }
 
+// The driver made a command available but its kick has not been served
+// (here: never sent) when the TMF arrives: the TMF still covers it.
+TEST_F(ScsiDataplaneTest, AbortTaskCoversACommandWhoseKickIsPending) {
+  StartWithHeldCommands({});
+  ASSERT_FALSE(HasFailure());
+  // Every kick so far served: the next command is only in the ring.
+  EXPECT_EQ(Run({.cdb = TestUnitReady()}).status, scsi_status::kGood);
+  backend().HoldCompletions(true);
+  absl::StatusOr<uint16_t> read =
+      scsi().Post(0, {.tag = 55, .cdb = Read10(0, 8), .data_in_length = 4096});
+  ASSERT_TRUE(read.ok());
+  absl::StatusOr<uint16_t> abort = scsi().PostTaskManagement(tmf::kAbortTask, Lun(0, 0), 55);
+  ASSERT_TRUE(abort.ok());
+  driver().Kick(vs::kControlQueue);
+  ASSERT_TRUE(driver().WaitUntil([&] { return backend().held() == 1; }, absl::Seconds(10)))
+      << "the TMF did not take the command first";
+  EXPECT_FALSE(ControlAnsweredWithin(absl::Milliseconds(20)));
+  backend().ReleaseHeld();
+  absl::StatusOr<ControlResponse> answer = scsi().WaitControl(*abort, absl::Seconds(10));
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->response, response::kFunctionComplete);
+  std::vector<std::pair<uint16_t, ScsiResponse>> answers = scsi().Collect(0);
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0].first, *read);
+  EXPECT_EQ(answers[0].second.response, response::kAborted);
+}
+
 class ScsiTaskSetTest : public ScsiDataplaneTest,
                         public ::testing::WithParamInterface<uint32_t> {};
 

@@ -248,6 +248,13 @@ TEST_F(ScsiDeviceTest, CdbSizeDecidesTheHeaderLayout) {
   EXPECT_EQ(cut.status, scsi_status::kCheckCondition);
   EXPECT_EQ(SenseOf(cut), sense::kInvalidOpcode);
   EXPECT_EQ(Run({.cdb = TestUnitReady()}).status, scsi_status::kGood) << "6 bytes are enough";
+  // No CDB at all: nothing to parse, still an answer.
+  testbed_.reset();
+  StartDevice({}, 1, 16, /*cdb_size=*/0);
+  ScsiResponse empty = Run({.cdb = TestUnitReady()});
+  EXPECT_EQ(empty.response, response::kOk);
+  EXPECT_EQ(empty.status, scsi_status::kCheckCondition);
+  EXPECT_EQ(SenseOf(empty), sense::kInvalidOpcode);
 }
 
 TEST_F(ScsiDeviceTest, OverrunAndResidual) {

@@ -4,6 +4,8 @@
 // SIGTERM stops a running guest in order, and each kind of bad usage exits
 // with status 2 and one line on stderr.
 #include <fcntl.h>
+#include <pty.h>
+#include <termios.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -237,6 +239,78 @@ TEST_F(KvminiBinaryTest, ControlSocketDrivesARunningMachine) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ReadFile(StderrPath());
   EXPECT_THAT(ReadFile(StderrPath()), HasSubstr("quit on the control socket"));
   EXPECT_NE(access(socket_path.c_str(), F_OK), 0);
+}
+
+// --serial stdio on a terminal: raw mode while the guest runs, the
+// original settings back afterwards - after an orderly stop (SIGTERM) and
+// after a crash (SIGABRT).
+class TerminalTest : public KvminiBinaryTest {
+ protected:
+  void SetUp() override {
+    KvminiBinaryTest::SetUp();
+    ASSERT_EQ(openpty(&controller_, &terminal_, nullptr, nullptr, nullptr), 0);
+    ASSERT_EQ(tcgetattr(terminal_, &original_), 0);
+    ASSERT_NE(original_.c_lflag & ICANON, 0u);
+    spinning_ = directory_ + "/spin.bzImage";
+    ASSERT_TRUE(WriteTinyBzImage(spinning_, 0, TinyKernelEnd::kSpin).ok());
+  }
+  void TearDown() override {
+    close(controller_);
+    close(terminal_);
+    KvminiBinaryTest::TearDown();
+  }
+  // Starts kvmini on the terminal, waits for raw mode, sends `signal_number`
+  // and returns how the process ended (1000 + signal if killed).
+  int RunUntilRawThenSignal(int signal_number) {
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    for (int fd : {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO}) {
+      posix_spawn_file_actions_adddup2(&actions, terminal_, fd);
+    }
+    std::string binary = KVMINI_BINARY;
+    std::vector<std::string> arguments = {binary, "--kernel", spinning_, "--serial", "stdio"};
+    std::vector<char*> argv;
+    for (std::string& argument : arguments) argv.push_back(argument.data());
+    argv.push_back(nullptr);
+    pid_t pid;
+    EXPECT_EQ(posix_spawn(&pid, KVMINI_BINARY, &actions, nullptr, argv.data(), environ), 0);
+    posix_spawn_file_actions_destroy(&actions);
+    bool raw = false;
+    for (int i = 0; i < 500 && !raw; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      termios now{};
+      tcgetattr(terminal_, &now);
+      raw = (now.c_lflag & (ICANON | ECHO)) == 0;
+    }
+    EXPECT_TRUE(raw) << "kvmini never put the terminal in raw mode";
+    kill(pid, signal_number);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 1000 + WTERMSIG(status);
+  }
+  void ExpectRestored() {
+    termios now{};
+    ASSERT_EQ(tcgetattr(terminal_, &now), 0);
+    EXPECT_EQ(now.c_lflag, original_.c_lflag);
+    EXPECT_EQ(now.c_iflag, original_.c_iflag);
+  }
+
+  int controller_ = -1;
+  int terminal_ = -1;
+  termios original_{};
+  std::string spinning_;
+};
+
+TEST_F(TerminalTest, RawModeIsUndoneAfterAnOrderlyStop) {
+  REQUIRE_KVM();
+  EXPECT_EQ(RunUntilRawThenSignal(SIGTERM), 128 + SIGTERM);
+  ExpectRestored();
+}
+
+TEST_F(TerminalTest, RawModeIsUndoneAfterACrash) {
+  REQUIRE_KVM();
+  EXPECT_EQ(RunUntilRawThenSignal(SIGABRT), 1000 + SIGABRT);
+  ExpectRestored();
 }
 
 TEST_F(KvminiBinaryTest, HelpExitsZero) {

@@ -50,8 +50,9 @@ absl::Status TinyGuest::Build(const TinyGuestOptions& options) {
       Machine::Create({options.memory_bytes, options.vcpu_count});
   if (!machine.ok()) return machine.status();
   machine_ = std::move(*machine);
-  absl::StatusOr<std::unique_ptr<hw::SerialConsole>> console =
-      hw::SerialConsole::Create({hw::SerialSpec::Kind::kFile, serial_path_});
+  absl::StatusOr<std::unique_ptr<hw::SerialConsole>> console = hw::SerialConsole::Create(
+      options.serial_stdio ? hw::SerialSpec{hw::SerialSpec::Kind::kStdio, ""}
+                           : hw::SerialSpec{hw::SerialSpec::Kind::kFile, serial_path_});
   if (!console.ok()) return console.status();
   console_ = std::move(*console);
   absl::StatusOr<std::unique_ptr<PlatformDevices>> devices =

@@ -69,6 +69,9 @@ struct TinyGuestOptions {
   uint64_t memory_bytes = 16 << 20;
   // Base of DS in real mode: lets 16-bit code reach MMIO above 1 MiB.
   uint64_t data_segment_base = 0;
+  // The console: by default a temporary file (SerialOutput() reads it);
+  // stdio connects the process's stdin to the guest's UART.
+  bool serial_stdio = false;
 };
 
 class TinyGuest {

@@ -5,6 +5,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -12,6 +14,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/unit/vmm/machine/tiny_guest.h"
+#include "absl/synchronization/notification.h"
+#include "util/aio_context.h"
 #include "util/mutex.h"
 
 namespace kvmini::vmm::testing {
@@ -250,6 +254,47 @@ TEST(TinyGuestTest, PausedVcpusStopRunningTheGuestUntilResumed) {
   EXPECT_GT(machine.uptime(), absl::Milliseconds(300));
 }
 
+// A device whose register write waits for a request it posts to the main
+// loop (as virtio-mmio's Status writes do).
+class MainLoopRoundTripDevice : public hw::BusDevice {
+ public:
+  explicit MainLoopRoundTripDevice(util::AioContext* main) : main_(main) {}
+  void Read(uint64_t, std::span<uint8_t> data) override {
+    std::fill(data.begin(), data.end(), 0);
+  }
+  void Write(uint64_t, std::span<const uint8_t>) override {
+    absl::Notification done;
+    main_->ScheduleOneshot([&done] { done.Notify(); });
+    done.WaitForNotification();
+    writes_.fetch_add(1);
+  }
+  int writes() const { return writes_.load(); }
+
+ private:
+  util::AioContext* const main_;
+  std::atomic<int> writes_{0};
+};
+
+TEST(TinyGuestTest, StopCompletesWhileAVcpuWaitsForTheMainLoop) {
+  REQUIRE_KVM();
+  RealModeCode code;
+  const uint16_t loop = code.here();
+  code.StoreDword(0x10, 1).Emit({0xEB, static_cast<uint8_t>(loop - (code.here() + 2))});
+  auto guest = MustCreate(code, {.data_segment_base = kDeviceBase});
+  ASSERT_NE(guest, nullptr);
+  Machine& machine = guest->machine();
+  MainLoopRoundTripDevice device(&machine.main_context());
+  ASSERT_TRUE(machine.AddMmioDevice(kDeviceBase, 0x1000, &device, "round trip").ok());
+  std::thread stopper([&machine, &device] {
+    while (device.writes() < 10) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    machine.RequestStop({MachineExit::Cause::kVmmFailure, 1, "stopped by the test"});
+  });
+  MachineExit exit = guest->Run();
+  stopper.join();
+  EXPECT_EQ(exit.reason, "stopped by the test");
+  EXPECT_GE(device.writes(), 10);
+}
+
 TEST(TinyGuestTest, SigtermStopsTheRunInOrder) {
   REQUIRE_KVM();
   RealModeCode code;
@@ -269,32 +314,107 @@ TEST(TinyGuestTest, SigtermStopsTheRunInOrder) {
   EXPECT_THAT(exit.reason, HasSubstr("SIGTERM"));
 }
 
-TEST(TinyGuestTest, UartTransmitEmptyInterruptReachesTheGuest) {
-  REQUIRE_KVM();
+// Real-mode code that routes ISA `irq` through the master PIC (vector base
+// 0x08) to `handler`, runs `arm` with interrupts still off, then halts with
+// interrupts on until the interrupt arrives.
+std::vector<uint8_t> WaitForInterrupt(uint8_t irq, const RealModeCode& arm,
+                                      const RealModeCode& handler) {
   RealModeCode code;
-  // IRQ 4 -> PIC vector 0x0C: its real-mode IVT entry is at 0x30.
   code.Cli();
+  const uint16_t vector_entry = static_cast<uint16_t>((0x08 + irq) * 4);
   const size_t handler_patch = code.bytes().size() + 4;  // imm16 of the next store
-  code.StoreWord(0x30, 0).StoreWord(0x32, 0);
-  // Master PIC: ICW1 (edge, ICW4), ICW2 vector base 0x08, ICW3, ICW4 8086 mode,
-  // then unmask IRQ 4 only.
+  code.StoreWord(vector_entry, 0).StoreWord(vector_entry + 2, 0);
+  // ICW1 (edge, ICW4 follows), ICW2 vector base, ICW3, ICW4 (8086 mode),
+  // then unmask `irq` only.
   code.MovAl(0x11).OutAl(0x20).MovAl(0x08).OutAl(0x21).MovAl(0x04).OutAl(0x21);
-  code.MovAl(0x01).OutAl(0x21).MovAl(0xEF).OutAl(0x21);
-  // UART: enable the THR-empty interrupt; THR is empty, so it fires.
-  code.MovDx(0x3F9).MovAl(0x02).OutDxAl().Sti();
+  code.MovAl(0x01).OutAl(0x21).MovAl(static_cast<uint8_t>(~(1u << irq))).OutAl(0x21);
+  code.EmitBytes(arm.bytes()).Sti();
   const uint16_t loop = code.here();
   code.Hlt().Emit({0xEB, static_cast<uint8_t>(loop - (code.here() + 2))});
-  const uint16_t handler = code.here();
-  // Handler: report IIR through the exit port.
-  code.MovDx(0x3FA).InAlDx().OutAl(0xF4).Spin();
+  const uint16_t handler_address = code.here();
+  code.EmitBytes(handler.bytes());
   std::vector<uint8_t> bytes = code.bytes();
-  bytes[handler_patch] = handler & 0xFF;
-  bytes[handler_patch + 1] = handler >> 8;
-  auto guest = TinyGuest::CreateRealMode(bytes);
+  bytes[handler_patch] = handler_address & 0xFF;
+  bytes[handler_patch + 1] = handler_address >> 8;
+  return bytes;
+}
+
+TEST(TinyGuestTest, UartTransmitEmptyInterruptReachesTheGuest) {
+  REQUIRE_KVM();
+  RealModeCode arm, handler;
+  // Enable the THR-empty interrupt; THR is empty, so it fires at once.
+  arm.MovDx(0x3F9).MovAl(0x02).OutDxAl();
+  // Report IIR through the exit port.
+  handler.MovDx(0x3FA).InAlDx().OutAl(0xF4).Spin();
+  auto guest = TinyGuest::CreateRealMode(WaitForInterrupt(4, arm, handler));
   ASSERT_TRUE(guest.ok()) << guest.status();
   MachineExit exit = (*guest)->Run();
   EXPECT_EQ(exit.cause, MachineExit::Cause::kExitPort) << exit.reason;
   EXPECT_EQ(exit.status, 0x02);  // IIR: THR empty, FIFOs off
+}
+
+TEST(TinyGuestTest, IrqFdWriteInterruptsTheGuest) {
+  REQUIRE_KVM();
+  RealModeCode arm, handler;
+  handler.Exit(0x55).Spin();
+  auto guest = TinyGuest::CreateRealMode(WaitForInterrupt(5, arm, handler));
+  ASSERT_TRUE(guest.ok()) << guest.status();
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE((*guest)->machine().RegisterIrqFd(5, fd).ok());
+  // The guest is halted in KVM waiting for the interrupt by the time this
+  // fires; if it is not yet, the edge is latched in the PIC's IRR anyway.
+  std::thread device([fd] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    uint64_t one = 1;
+    EXPECT_EQ(write(fd, &one, sizeof(one)), static_cast<ssize_t>(sizeof(one)));
+  });
+  MachineExit exit = (*guest)->Run();
+  device.join();
+  EXPECT_EQ(exit.cause, MachineExit::Cause::kExitPort) << exit.reason;
+  EXPECT_EQ(exit.status, 0x55);
+  EXPECT_TRUE((*guest)->machine().UnregisterIrqFd(5, fd).ok());
+  close(fd);
+}
+
+TEST(TinyGuestTest, StdinReachesTheGuestThroughTheUartWithFlowControl) {
+  REQUIRE_KVM();
+  // Reads 20 bytes by polling LSR.DR, sums them, exits with the sum. The
+  // FIFO stays off (1 byte of room), so the console must hold the rest of
+  // the input and feed it as the guest makes room.
+  std::vector<uint8_t> code = {
+      0x31, 0xDB,        // xor bx, bx
+      0xB9, 0x14, 0x00,  // mov cx, 20
+      0xBA, 0xFD, 0x03,  // next: mov dx, 0x3fd
+      0xEC,              // wait: in al, dx
+      0xA8, 0x01,        // test al, 1
+      0x74, 0xFB,        // jz wait
+      0xBA, 0xF8, 0x03,  // mov dx, 0x3f8
+      0xEC,              // in al, dx
+      0x00, 0xC3,        // add bl, al
+      0xE2, 0xF0,        // loop next
+      0x88, 0xD8,        // mov al, bl
+      0xE6, 0xF4,        // out 0xf4, al
+      0xEB, 0xFE,        // jmp $
+  };
+  int input[2];
+  ASSERT_EQ(pipe(input), 0);
+  int saved_stdin = dup(STDIN_FILENO);
+  ASSERT_EQ(dup2(input[0], STDIN_FILENO), STDIN_FILENO);
+  close(input[0]);
+  const std::string bytes(20, '\x03');
+  ASSERT_EQ(write(input[1], bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  MachineExit exit;
+  {
+    auto guest = TinyGuest::CreateRealMode(code, {.serial_stdio = true});
+    ASSERT_TRUE(guest.ok()) << guest.status();
+    exit = (*guest)->Run();
+  }
+  dup2(saved_stdin, STDIN_FILENO);
+  close(saved_stdin);
+  close(input[1]);
+  EXPECT_EQ(exit.cause, MachineExit::Cause::kExitPort) << exit.reason;
+  EXPECT_EQ(exit.status, 60);
 }
 
 TEST(TinyGuestTest, GuestThatCannotContinueIsAFailureWithRegisters) {

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "util/aio_wait.h"
 
 namespace kvmini::vmm::sandbox::testing {
 
@@ -18,6 +19,17 @@ absl::Status RunInFilteredThread(ThreadKind kind, const std::string& thread_name
   });
   thread.join();
   return status;
+}
+
+absl::StatusOr<std::unique_ptr<util::IOThread>> StartFilteredIoThread(const std::string& name) {
+  absl::StatusOr<std::unique_ptr<util::IOThread>> thread = util::IOThread::Create(name);
+  if (!thread.ok()) return thread.status();
+  absl::Status installed;
+  util::AioWaitBhOneshot((*thread)->context(), [&installed] {
+    installed = InstallSeccompFilter(ThreadKind::kIoThread);
+  });
+  if (!installed.ok()) return installed;
+  return thread;
 }
 
 std::string ViolationPattern(absl::string_view thread_name, ThreadKind kind,

@@ -4,11 +4,14 @@
 // must match.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "util/iothread.h"
 #include "vmm/sandbox/seccomp.h"
 
 namespace kvmini::vmm::sandbox::testing {
@@ -18,6 +21,11 @@ namespace kvmini::vmm::sandbox::testing {
 // not run if it failed).
 absl::Status RunInFilteredThread(ThreadKind kind, const std::string& thread_name,
                                  absl::AnyInvocable<void() &&> body);
+
+// Starts an IOThread named `name` that has installed the IOThread filter
+// (through a oneshot bottom half, as the machine does it). From the main
+// loop thread.
+absl::StatusOr<std::unique_ptr<util::IOThread>> StartFilteredIoThread(const std::string& name);
 
 // The regular expression (gtest death-test syntax) of the report for
 // `syscall_name` made by a thread named `thread_name` of `kind`.

@@ -42,14 +42,9 @@ class FilteredIoThreadTest : public block::testing::MainLoopTest {
  protected:
   void SetUp() override {
     MainLoopTest::SetUp();
-    auto thread = util::IOThread::Create("sandbox-io");
+    auto thread = testing::StartFilteredIoThread("sandbox-io");
     ASSERT_TRUE(thread.ok()) << thread.status();
     iothread_ = std::move(*thread);
-    absl::Status installed;
-    util::AioWaitBhOneshot(context(), [&installed] {
-      installed = InstallSeccompFilter(ThreadKind::kIoThread);
-    });
-    ASSERT_TRUE(installed.ok()) << installed;
   }
   void TearDown() override {
     // The thread leaves its loop and exits under its filter.

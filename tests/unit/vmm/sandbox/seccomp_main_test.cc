@@ -24,6 +24,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/unit/block/block_test_support.h"
+#include "tests/unit/vmm/sandbox/sandbox_test_support.h"
 #include "util/aio_wait.h"
 #include "util/iothread.h"
 #include "vmm/control/control_server.h"
@@ -118,13 +119,8 @@ void RunSandboxedMain(const std::string& socket_path, const std::string& image_p
   auto main_context = util::AioContext::CreateMain();
   Require(main_context.ok(), "main loop");
   util::AioContext& main = **main_context;
-  auto iothread = util::IOThread::Create("sandbox-io");
-  Require(iothread.ok(), "IOThread");
-  absl::Status installed;
-  util::AioWaitBhOneshot((*iothread)->context(), [&installed] {
-    installed = InstallSeccompFilter(ThreadKind::kIoThread);
-  });
-  Require(installed.ok(), installed.ToString());
+  auto iothread = testing::StartFilteredIoThread("sandbox-io");
+  Require(iothread.ok(), iothread.status().ToString());
 
   block::BlockOptions options;
   auto backend = block::BlockBackend::Open(image_path, options, main);

@@ -49,13 +49,9 @@ TEST_F(SeccompViolationTest, IoThreadMakingAForbiddenCallStopsTheProcessNamingTh
   EXPECT_EXIT(
       {
         auto main_context = util::AioContext::CreateMain();
-        auto iothread = util::IOThread::Create("sandbox-io");
-        if (!main_context.ok() || !iothread.ok()) ChildSurvived("set-up failed");
-        absl::Status installed;
-        util::AioWaitBhOneshot((*iothread)->context(), [&installed] {
-          installed = InstallSeccompFilter(ThreadKind::kIoThread);
-        });
-        if (!installed.ok()) ChildSurvived(installed.ToString().c_str());
+        if (!main_context.ok()) ChildSurvived("no main loop");
+        auto iothread = testing::StartFilteredIoThread("sandbox-io");
+        if (!iothread.ok()) ChildSurvived(iothread.status().ToString().c_str());
         // The test-only misbehaviour: a bottom half opening a network socket.
         util::AioWaitBhOneshot((*iothread)->context(),
                                [] { (void)socket(AF_INET, SOCK_STREAM, 0); });
@@ -138,6 +134,22 @@ INSTANTIATE_TEST_SUITE_P(
         ForbiddenCase{"BlockWorkerSubmitsToARing", ThreadKind::kBlockWorker, "io_uring_enter",
                       [] { (void)syscall(SYS_io_uring_enter, -1, 0, 0, 0, nullptr, 0); }}),
     [](const ::testing::TestParamInfo<ForbiddenCase>& info) { return info.param.test_name; });
+
+// A call through the 32-bit ABI (int 0x80; 20 is getpid there) is refused
+// whatever its number, and said to be one.
+TEST_F(SeccompViolationTest, CallThroughAnotherAbiIsReportedAsSuch) {
+  EXPECT_EXIT(
+      {
+        (void)RunInFilteredThread(ThreadKind::kIoThread, "sandboxed", [] {
+          long result;
+          asm volatile("int $0x80" : "=a"(result) : "a"(20L) : "memory");
+        });
+        ChildSurvived("int 0x80 returned");
+      },
+      ::testing::KilledBySignal(SIGSYS),
+      "thread 'sandboxed' \\(IOThread\\) made forbidden system call number 20 of another ABI "
+      "than x86-64");
+}
 
 // The other side of the argument checks: the values the lists allow get
 // through to the kernel, which answers them as usual.
