@@ -18,6 +18,7 @@
 #include "vmm/machine/machine.h"
 #include "vmm/machine/platform_devices.h"
 #include "vmm/machine/virtio_disks.h"
+#include "vmm/sandbox/seccomp.h"
 
 namespace {
 
@@ -42,11 +43,22 @@ int Run(int argc, char** argv) {
   absl::StatusOr<kvmini::vmm::LaunchOptions> options =
       kvmini::vmm::ValidateLaunchFlags(request->flags);
   if (!options.ok()) return ReportStartupError(options.status());
+  kvmini::vmm::sandbox::SetSeccompEnabled(options->seccomp);
+  if (options->seccomp) {
+    // Compiles the filters and installs the violation report now, while
+    // files can still be opened; a failure is not a usage error.
+    if (absl::Status status = kvmini::vmm::sandbox::PrepareSeccompFilters(); !status.ok()) {
+      KVMINI_LOG(Error) << status.message() << " (--seccomp=off runs without the sandbox)";
+      return kExitFailure;
+    }
+  }
 
   // First, before any thread exists (the Machine blocks the termination
   // signals so that only its main loop receives them).
   absl::StatusOr<std::unique_ptr<kvmini::vmm::Machine>> machine =
-      kvmini::vmm::Machine::Create({options->memory_bytes, options->vcpu_count});
+      kvmini::vmm::Machine::Create({.memory_bytes = options->memory_bytes,
+                                    .vcpu_count = options->vcpu_count,
+                                    .sandbox = options->seccomp});
   if (!machine.ok()) return ReportStartupError(machine.status());
   absl::StatusOr<std::unique_ptr<kvmini::hw::SerialConsole>> console =
       kvmini::hw::SerialConsole::Create(options->serial);
@@ -81,6 +93,11 @@ int Run(int argc, char** argv) {
     }
     control = std::move(*server);
     commands->RegisterWith(*control);
+  }
+  // The IOThreads' filters; Run() adds the vCPUs' and then the main thread's.
+  if (absl::Status status = (*disks)->EnterSandbox(); !status.ok()) {
+    KVMINI_LOG(Error) << status.message() << " (--seccomp=off runs without the sandbox)";
+    return kExitFailure;
   }
 
   kvmini::vmm::MachineExit exit = (*machine)->Run();

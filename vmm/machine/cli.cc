@@ -37,6 +37,9 @@ ABSL_FLAG(std::string, scsi, "",
           "Adds a virtio-scsi controller with one disk at target 0, LUN 0 (repeatable; listed "
           "after the --blk disks): the same keys as --blk. Default id scsiN; queues are "
           "request queues; serial up to 36 characters.");
+ABSL_FLAG(std::string, seccomp, "on",
+          "Per-thread seccomp system-call filters: on, or off (for debugging; kvmini then "
+          "runs without its sandbox).");
 ABSL_FLAG(std::string, control, "",
           "Control socket (unix, line-delimited JSON; use kvmini-ctl): query-status, stop, cont, "
           "query-devices, dataplane-stop, dataplane-start, device-set-iothread, quit.");
@@ -46,7 +49,7 @@ namespace {
 
 constexpr const char* kFlagNames[] = {"kernel", "initrd", "cmdline", "append", "cpus",
                                       "memory", "serial",  "iothread", "blk",   "scsi",
-                                      "control"};
+                                      "control", "seccomp"};
 
 // Flags that may be given more than once: their values are collected in
 // order instead of replacing each other.
@@ -145,6 +148,7 @@ absl::StatusOr<CliRequest> ParseCli(const std::vector<std::string>& arguments) {
   request.flags.memory = absl::GetFlag(FLAGS_memory);
   request.flags.serial = absl::GetFlag(FLAGS_serial);
   request.flags.control = absl::GetFlag(FLAGS_control);
+  request.flags.seccomp = absl::GetFlag(FLAGS_seccomp);
   return request;
 }
 
@@ -153,7 +157,8 @@ std::string UsageText(absl::string_view program) {
       "Usage: ", program,
       " --kernel PATH [--initrd PATH] [--cmdline STR] [--append STR] [--cpus N]\n"
       "       [--memory SIZE] [--serial stdio|file:PATH|none] [--iothread ID]...\n"
-      "       [--blk path=IMG,...]... [--scsi path=IMG,...]... [--control PATH]\n\n"
+      "       [--blk path=IMG,...]... [--scsi path=IMG,...]... [--control PATH]\n"
+      "       [--seccomp on|off]\n\n"
       "kvmini boots a Linux kernel in a KVM virtual machine with a serial console\n"
       "and virtio-mmio disks.\n\n"
       "Flags (--name VALUE or --name=VALUE):\n");

@@ -117,6 +117,10 @@ absl::StatusOr<LaunchOptions> ValidateLaunchFlags(const LaunchFlags& flags) {
     return absl::InvalidArgumentError("--control: the path contains a NUL byte");
   }
   options.control_path = flags.control;
+  if (flags.seccomp != "on" && flags.seccomp != "off") {
+    return FlagError("--seccomp", flags.seccomp, "use on or off");
+  }
+  options.seccomp = flags.seccomp == "on";
 
   options.kernel_command_line = flags.cmdline;
   if (!flags.append.empty()) {

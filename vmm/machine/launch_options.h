@@ -39,6 +39,7 @@ struct LaunchFlags {
   std::vector<std::string> blk;
   std::vector<std::string> scsi;
   std::string control;  // control socket path; empty: none
+  std::string seccomp = "on";
 };
 
 struct LaunchOptions {
@@ -52,6 +53,7 @@ struct LaunchOptions {
   // Every --blk in order, then every --scsi: the order of the DSDT.
   std::vector<DiskSpec> disks;
   std::string control_path;  // empty: no control socket
+  bool seccomp = true;       // install the per-thread filters (vmm/sandbox)
 };
 
 // "512M", "2G", "1536m", "4096K", "1T"; a bare number means MiB (as QEMU's

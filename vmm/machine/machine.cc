@@ -13,6 +13,7 @@
 #include "util/check.h"
 #include "util/log.h"
 #include "vmm/kvm/kvm_error.h"
+#include "vmm/sandbox/seccomp.h"
 #include "vmm/x86/memory_layout.h"
 
 namespace kvmini::vmm {
@@ -297,10 +298,18 @@ MachineExit Machine::Run() {
         vcpu.get(), &port_bus_, &mmio_bus_, &stopping_,
         [this](MachineExit exit) { RequestStop(std::move(exit)); }));
     vcpu_threads_.back()->set_park_listener([this] { park_check_->Schedule(); });
+    vcpu_threads_.back()->set_sandboxed(config_.sandbox);
   }
   run_start_ = absl::Now();
   if (getenv(kTraceStartupVariable) != nullptr) vcpu_threads_.front()->set_trace_first_run(true);
   for (auto& thread : vcpu_threads_) thread->Start();
+  // Last: every thread kvmini needs exists, and threads inherit filters.
+  if (config_.sandbox) {
+    if (absl::Status status = sandbox::InstallSeccompFilter(sandbox::ThreadKind::kMain);
+        !status.ok()) {
+      RequestStop({MachineExit::Cause::kVmmFailure, 1, std::string(status.message())});
+    }
+  }
   while (!main_loop_done_) main_context_->Poll(/*blocking=*/true);
   StopVcpuThreads();
   StopSignalHandling();

@@ -58,6 +58,10 @@ class Machine {
     uint64_t memory_bytes = 0;  // multiple of 4 KiB, at least x86::kMinimumMemoryBytes
     uint32_t vcpu_count = 1;
     std::string kvm_path = KvmSystem::kDefaultPath;
+    // Run() installs the seccomp filters (vmm/sandbox) on each vCPU thread
+    // and then on the calling thread, once they are started. Off for tests
+    // that go on in the same process.
+    bool sandbox = false;
   };
 
   static absl::StatusOr<std::unique_ptr<Machine>> Create(const Config& config);

@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "util/aio_wait.h"
 #include "util/log.h"
+#include "vmm/sandbox/seccomp.h"
 
 namespace kvmini::vmm {
 namespace {
@@ -129,13 +130,21 @@ void VcpuThread::Loop() {
   sigemptyset(&kick);
   sigaddset(&kick, KickSignal());
   pthread_sigmask(SIG_UNBLOCK, &kick, nullptr);
+  bool may_run = true;
+  if (sandboxed_) {
+    if (absl::Status status = sandbox::InstallSeccompFilter(sandbox::ThreadKind::kVcpu);
+        !status.ok()) {
+      Fail(MachineExit::Cause::kVmmFailure, std::string(status.message()));
+      may_run = false;
+    }
+  }
   if (trace_first_run_) {
     timespec now{};
     clock_gettime(CLOCK_MONOTONIC, &now);
     KVMINI_LOG(Info) << "startup: vCPU " << vcpu_->id() << " first KVM_RUN at CLOCK_MONOTONIC "
                      << now.tv_sec * 1000000000ll + now.tv_nsec << " ns";
   }
-  while (!stop_.load() && !machine_stopping_->load()) {
+  while (may_run && !stop_.load() && !machine_stopping_->load()) {
     if (pause_requested_.load()) {
       Park();
       continue;

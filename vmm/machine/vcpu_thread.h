@@ -58,6 +58,9 @@ class VcpuThread {
   void set_park_listener(absl::AnyInvocable<void()> listener) {
     park_listener_ = std::move(listener);
   }
+  // Whether the thread installs the vCPU seccomp filter on itself before
+  // its first KVM_RUN. Set before Start().
+  void set_sandboxed(bool sandboxed) { sandboxed_ = sandboxed; }
   // Whether the thread function has returned (Join() will not block).
   bool finished() const { return finished_.load(std::memory_order_acquire); }
   void Join();
@@ -90,6 +93,7 @@ class VcpuThread {
   // Bumped (and waited on with atomic wait) to wake a parked thread.
   std::atomic<uint32_t> wake_generation_{0};
   absl::AnyInvocable<void()> park_listener_;
+  bool sandboxed_ = false;
   std::thread thread_;
 };
 

@@ -5,7 +5,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "util/aio_wait.h"
 #include "util/check.h"
+#include "vmm/sandbox/block_engines.h"
+#include "vmm/sandbox/seccomp.h"
 
 namespace kvmini::vmm {
 namespace {
@@ -176,6 +179,30 @@ std::vector<block::AioEngine> VirtioDisks::Engines() const {
     }
   }
   return engines;
+}
+
+}  // namespace kvmini::vmm
+
+namespace kvmini::vmm {
+
+absl::Status VirtioDisks::EnterSandbox() {
+  if (!sandbox::SeccompEnabled()) return absl::OkStatus();
+  std::vector<util::AioContext*> loops = EventLoops();
+  std::vector<block::AioEngine> engines = Engines();
+  if (absl::Status status = sandbox::StartBlockEngines(loops, engines); !status.ok()) {
+    return status;
+  }
+  for (auto& thread : iothreads_) {
+    absl::Status status;
+    util::AioWaitBhOneshot(thread->context(), [&status] {
+      status = sandbox::InstallSeccompFilter(sandbox::ThreadKind::kIoThread);
+    });
+    if (!status.ok()) {
+      return absl::Status(status.code(),
+                          absl::StrCat("iothread ", thread->id(), ": ", status.message()));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace kvmini::vmm

@@ -84,6 +84,12 @@ class VirtioDisks {
   // The I/O engines the disks asked for (aio=), each once.
   std::vector<block::AioEngine> Engines() const;
 
+  // Seccomp (vmm/sandbox/README.md, steps 2 and 3): starts every I/O engine
+  // a disk may need in any event loop it may move to (the main thread could
+  // not once filtered), then installs the IOThread filter on each IOThread.
+  // Before the main thread's filter; does nothing when seccomp is off.
+  absl::Status EnterSandbox();
+
  private:
   VirtioDisks() = default;
   absl::Status AddDisk(const hw::GuestMemory& memory, const DiskSpec& spec);

@@ -72,7 +72,7 @@ TEST(DiskCliTest, RepeatableFlagsAreCollectedInOrder) {
 
 TEST(DiskCliTest, HelpDocumentsTheDiskFlags) {
   std::string usage = UsageText("kvmini");
-  for (const char* text : {"--iothread", "--blk", "--scsi", "--control", "queues=N",
+  for (const char* text : {"--iothread", "--blk", "--scsi", "--control", "--seccomp", "queues=N",
                            "aio=io_uring|threads", "readonly=on"}) {
     EXPECT_THAT(usage, HasSubstr(text));
   }
@@ -215,6 +215,12 @@ TEST_F(DiskOptionsTest, LaunchOptionsCarryDisksIoThreadsAndControl) {
   EXPECT_EQ(options->disks[0].serial, "S1");
   EXPECT_EQ(options->disks[1].id, "scsi0");
   EXPECT_EQ(options->control_path, directory_ + "/control.sock");
+  EXPECT_TRUE(options->seccomp);
+  flags.seccomp = "off";
+  EXPECT_FALSE(ValidateLaunchFlags(flags)->seccomp);
+  flags.seccomp = "yes";
+  ExpectOneLineUsageError(ValidateLaunchFlags(flags).status(), "--seccomp yes: use on or off");
+  flags.seccomp = "on";
 
   flags.blk = {"path=" + image_a_ + ",iothread=nope"};
   ExpectOneLineUsageError(ValidateLaunchFlags(flags).status(), "unknown iothread 'nope'");

@@ -113,6 +113,14 @@ TEST_F(KvminiBinaryTest, CommandLineReachesTheGuestAndExitPortSetsTheStatus) {
   EXPECT_EQ(ReadFile(SerialPath()), "hello -- sh -c 'exit 7'");
 }
 
+TEST_F(KvminiBinaryTest, SeccompOffRunsTheSameGuest) {
+  REQUIRE_KVM();
+  Result result = Run({"--kernel", kernel_, "--serial", "file:" + SerialPath(), "--seccomp=off",
+                       "--cmdline", "unfiltered"});
+  EXPECT_EQ(result.exit_status, 42) << result.stderr_text;
+  EXPECT_EQ(ReadFile(SerialPath()), "unfiltered");
+}
+
 TEST_F(KvminiBinaryTest, DefaultCommandLineIsPassed) {
   REQUIRE_KVM();
   Result result = Run({"--kernel", kernel_, "--serial", "file:" + SerialPath(), "--cpus", "2"});
@@ -170,6 +178,7 @@ TEST_F(KvminiBinaryTest, BadUsageExitsTwoWithOneLine) {
        "unknown iothread 'io7'", false},
       {{"--kernel", kernel_, "--serial", "none", "--control", kernel_}, "--control " + kernel_,
        true},
+      {{"--kernel", kernel_, "--seccomp", "maybe"}, "--seccomp maybe: use on or off", false},
   };
   for (const Case& c : cases) {
     if (c.needs_kvm && !KvmAvailable()) continue;
