@@ -130,11 +130,11 @@ void VmCommands::Stop(Reply reply) {
       return;
     }
     const absl::Time start = absl::Now();
-    Pause(IfAlive([this, start, reply = std::move(reply),
+    Pause(IfAlive([start, reply = std::move(reply),
                    done = std::move(done)](absl::Status status) mutable {
       if (status.ok()) {
-        std::move(reply)(json{{"status", "paused"},
-                              {"quiesce_us", Microseconds(absl::Now() - start)}});
+        std::move(reply)(
+            json{{"status", "paused"}, {"quiesce_us", Microseconds(absl::Now() - start)}});
       } else {
         // Paused all the same: the vCPUs are parked and nothing is in flight.
         std::move(reply)(status);
@@ -154,12 +154,13 @@ void VmCommands::Cont(Reply reply) {
     // From here on, dataplane-start goes straight to the device again.
     paused_ = false;
     const absl::Time start = absl::Now();
-    Join restarted(IfAlive([this, start, reply = std::move(reply), done = std::move(done)]() mutable {
-      run_.ResumeVcpus();
-      std::move(reply)(json{{"status", "running"},
-                            {"resume_us", Microseconds(absl::Now() - start)}});
-      std::move(done)();
-    }));
+    Join restarted(
+        IfAlive([this, start, reply = std::move(reply), done = std::move(done)]() mutable {
+          run_.ResumeVcpus();
+          std::move(reply)(
+              json{{"status", "running"}, {"resume_us", Microseconds(absl::Now() - start)}});
+          std::move(done)();
+        }));
     for (VirtioDisks::Disk& disk : disks_.disks()) {
       if (disk.dataplane_wanted) disk.transport->StartDataplane(restarted.Part());
     }
@@ -169,17 +170,17 @@ void VmCommands::Cont(Reply reply) {
 
 void VmCommands::Quit(Reply reply) {
   Enqueue([this, reply = std::move(reply)](Done done) mutable {
-    auto finish = IfAlive([this, reply = std::move(reply),
-                           done = std::move(done)](absl::Status status) mutable {
-      if (status.ok()) {
-        std::move(reply)(json{{"status", "powering off"}});
-      } else {
-        KVMINI_LOG(Error) << "quit: " << status.message();
-        std::move(reply)(status);
-      }
-      run_.PowerOff("quit on the control socket: disks quiesced, powering off");
-      std::move(done)();
-    });
+    auto finish = IfAlive(
+        [this, reply = std::move(reply), done = std::move(done)](absl::Status status) mutable {
+          if (status.ok()) {
+            std::move(reply)(json{{"status", "powering off"}});
+          } else {
+            KVMINI_LOG(Error) << "quit: " << status.message();
+            std::move(reply)(status);
+          }
+          run_.PowerOff("quit on the control socket: disks quiesced, powering off");
+          std::move(done)();
+        });
     if (paused_) {
       std::move(finish)(absl::OkStatus());  // stop has quiesced everything already
       return;
@@ -191,9 +192,8 @@ void VmCommands::Quit(Reply reply) {
 void VmCommands::Pause(StatusDone done) {
   // Set first: a dataplane-start arriving from now on is only recorded.
   paused_ = true;
-  run_.PauseVcpus(IfAlive([this, done = std::move(done)]() mutable {
-    QuiesceDisks(std::move(done));
-  }));
+  run_.PauseVcpus(
+      IfAlive([this, done = std::move(done)]() mutable { QuiesceDisks(std::move(done)); }));
 }
 
 void VmCommands::QuiesceDisks(StatusDone done) {
@@ -201,9 +201,8 @@ void VmCommands::QuiesceDisks(StatusDone done) {
   // processes what is in its rings and drains it; requests the main loop
   // picks up afterwards are waited for; then the images are flushed.
   Join stopped(IfAlive([this, done = std::move(done)]() mutable {
-    WhenDisksIdle(IfAlive([this, done = std::move(done)]() mutable {
-      FlushDisks(std::move(done));
-    }));
+    WhenDisksIdle(
+        IfAlive([this, done = std::move(done)]() mutable { FlushDisks(std::move(done)); }));
   }));
   for (VirtioDisks::Disk& disk : disks_.disks()) disk.transport->StopDataplane(stopped.Part());
   stopped.Seal();
@@ -227,9 +226,7 @@ void VmCommands::WhenDisksIdle(Done then) {
 
 void VmCommands::FlushDisks(StatusDone done) {
   auto first_error = std::make_shared<absl::Status>();
-  Join flushed([first_error, done = std::move(done)]() mutable {
-    std::move(done)(*first_error);
-  });
+  Join flushed([first_error, done = std::move(done)]() mutable { std::move(done)(*first_error); });
   for (VirtioDisks::Disk& disk : disks_.disks()) {
     if (disk.spec.read_only) continue;
     if (!disk.backend->context().InHomeThread()) {
@@ -241,8 +238,8 @@ void VmCommands::FlushDisks(StatusDone done) {
     disk.backend->Flush([first_error, id = disk.spec.id, path = disk.spec.path,
                          part = flushed.Part()](int status) mutable {
       if (status < 0) {
-        first_error->Update(absl::InternalError(absl::StrCat(
-            "disk ", id, ": flushing ", path, " failed: ", std::strerror(-status))));
+        first_error->Update(absl::InternalError(
+            absl::StrCat("disk ", id, ": flushing ", path, " failed: ", std::strerror(-status))));
       }
       std::move(part)();
     });
@@ -253,13 +250,13 @@ void VmCommands::FlushDisks(StatusDone done) {
 absl::StatusOr<VirtioDisks::Disk*> VmCommands::DiskArgument(const json& arguments) {
   auto device = arguments.find("device");
   if (device == arguments.end() || !device->is_string()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("argument 'device' (a disk id: ", disks_.DiskIds(), ") is missing or not a string"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "argument 'device' (a disk id: ", disks_.DiskIds(), ") is missing or not a string"));
   }
   VirtioDisks::Disk* disk = disks_.FindDisk(device->get<std::string>());
   if (disk == nullptr) {
-    return absl::NotFoundError(absl::StrCat("no disk '", device->get<std::string>(),
-                                            "' (disks: ", disks_.DiskIds(), ")"));
+    return absl::NotFoundError(
+        absl::StrCat("no disk '", device->get<std::string>(), "' (disks: ", disks_.DiskIds(), ")"));
   }
   return disk;
 }
@@ -311,9 +308,9 @@ void VmCommands::SetIoThread(const json& arguments, Reply reply) {
   if (!disk.ok()) return std::move(reply)(disk.status());
   auto iothread = arguments.find("iothread");
   if (iothread == arguments.end() || !(iothread->is_string() || iothread->is_null())) {
-    return std::move(reply)(absl::InvalidArgumentError(absl::StrCat(
-        "argument 'iothread' (an iothread id: ", disks_.IoThreadIds(),
-        "; or null for none) is missing or not a string")));
+    return std::move(reply)(absl::InvalidArgumentError(
+        absl::StrCat("argument 'iothread' (an iothread id: ", disks_.IoThreadIds(),
+                     "; or null for none) is missing or not a string")));
   }
   std::string id = iothread->is_null() ? "" : iothread->get<std::string>();
   util::AioContext* context = nullptr;

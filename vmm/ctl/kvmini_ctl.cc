@@ -101,8 +101,7 @@ class Connection {
     fd_ = *fd;
     std::string greeting;
     if (!ReadLine(fd_, pending_, greeting)) {
-      std::fprintf(stderr, "kvmini-ctl: %s closed the connection before greeting\n",
-                   path_.c_str());
+      std::fprintf(stderr, "kvmini-ctl: %s closed the connection before greeting\n", path_.c_str());
       return false;
     }
     return true;
@@ -122,8 +121,7 @@ class Connection {
         return true;
       }
     }
-    std::fprintf(stderr, "kvmini-ctl: %s closed the connection without answering\n",
-                 path_.c_str());
+    std::fprintf(stderr, "kvmini-ctl: %s closed the connection without answering\n", path_.c_str());
     return false;
   }
 

@@ -53,8 +53,7 @@ bool IsKnownKey(absl::string_view key) {
 absl::StatusOr<bool> ParseOnOff(absl::string_view key, absl::string_view value) {
   if (value == "on") return true;
   if (value == "off") return false;
-  return absl::InvalidArgumentError(
-      absl::StrCat(key, "=", value, " is neither 'on' nor 'off'"));
+  return absl::InvalidArgumentError(absl::StrCat(key, "=", value, " is neither 'on' nor 'off'"));
 }
 
 bool IsPrintableAscii(absl::string_view text) {
@@ -70,9 +69,9 @@ absl::Status ApplyOption(DiskSpec& spec, absl::string_view key, absl::string_vie
     spec.path = std::string(value);
   } else if (key == "id") {
     if (!IsValidId(value)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "id '", value, "' is not a valid id (1-", kMaxIdBytes,
-          " letters, digits, '-', '_' or '.', starting with a letter)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("id '", value, "' is not a valid id (1-", kMaxIdBytes,
+                       " letters, digits, '-', '_' or '.', starting with a letter)"));
     }
     spec.id = std::string(value);
   } else if (key == "iothread") {
@@ -90,8 +89,7 @@ absl::Status ApplyOption(DiskSpec& spec, absl::string_view key, absl::string_vie
     }
     spec.queues = static_cast<uint16_t>(queues);
   } else if (key == "serial") {
-    const size_t limit =
-        spec.type == DiskType::kBlk ? kMaxBlkSerialBytes : kMaxScsiSerialBytes;
+    const size_t limit = spec.type == DiskType::kBlk ? kMaxBlkSerialBytes : kMaxScsiSerialBytes;
     if (value.size() > limit || !IsPrintableAscii(value)) {
       return absl::InvalidArgumentError(absl::StrCat("serial '", absl::CEscape(value),
                                                      "' must be at most ", limit,
@@ -168,9 +166,9 @@ absl::StatusOr<DiskSpec> ParseDiskSpec(DiskType type, absl::string_view text) {
     std::string key = item.substr(0, equals);
     std::string value = item.substr(equals + 1);
     if (!IsKnownKey(key)) {
-      return OptionError(type, text,
-                         absl::StrCat("unknown key '", key, "' (keys: ",
-                                      absl::StrJoin(kKeys, ", "), ")"));
+      return OptionError(
+          type, text,
+          absl::StrCat("unknown key '", key, "' (keys: ", absl::StrJoin(kKeys, ", "), ")"));
     }
     if (!seen.insert(key).second) {
       return OptionError(type, text, absl::StrCat("key '", key, "' given twice"));
@@ -190,9 +188,9 @@ absl::Status ValidateIoThreadIds(const std::vector<std::string>& iothreads) {
   std::set<std::string> seen;
   for (const std::string& id : iothreads) {
     if (!IsValidId(id)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--iothread ", id, ": not a valid id (1-", kMaxIdBytes,
-          " letters, digits, '-', '_' or '.', starting with a letter)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--iothread ", id, ": not a valid id (1-", kMaxIdBytes,
+                       " letters, digits, '-', '_' or '.', starting with a letter)"));
     }
     if (!seen.insert(id).second) {
       return absl::InvalidArgumentError(absl::StrCat("--iothread ", id, ": given twice"));
@@ -218,15 +216,14 @@ absl::StatusOr<std::vector<DiskSpec>> ValidateDisks(const std::vector<std::strin
       std::string option = absl::StrCat(DiskFlagName(type), " ", (*values)[i]);
       auto [existing, inserted] = owner_by_id.emplace(spec->id, option);
       if (!inserted) {
-        return absl::InvalidArgumentError(absl::StrCat(option, ": duplicate disk id '",
-                                                       spec->id, "' (also used by ",
-                                                       existing->second, ")"));
+        return absl::InvalidArgumentError(absl::StrCat(option, ": duplicate disk id '", spec->id,
+                                                       "' (also used by ", existing->second, ")"));
       }
       if (!spec->iothread.empty() &&
           std::find(iothreads.begin(), iothreads.end(), spec->iothread) == iothreads.end()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            option, ": unknown iothread '", spec->iothread, "' (create it with --iothread ",
-            spec->iothread, ")"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(option, ": unknown iothread '", spec->iothread,
+                         "' (create it with --iothread ", spec->iothread, ")"));
       }
       disks.push_back(std::move(*spec));
     }

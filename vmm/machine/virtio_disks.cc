@@ -23,8 +23,7 @@ absl::Status DiskError(const DiskSpec& spec, absl::string_view what) {
 DiskCounters VirtioDisks::Disk::counters() const {
   if (blk != nullptr) {
     hw::virtio::VirtioBlkStats stats = blk->stats();
-    return {stats.completed, stats.in_flight, stats.bytes_read, stats.bytes_written,
-            stats.errors};
+    return {stats.completed, stats.in_flight, stats.bytes_read, stats.bytes_written, stats.errors};
   }
   hw::virtio::VirtioScsiStats stats = scsi->stats();
   return {stats.completed, stats.in_flight, stats.bytes_read, stats.bytes_written, stats.errors};
@@ -55,7 +54,8 @@ absl::Status VirtioDisks::AddDisk(const hw::GuestMemory& memory, const DiskSpec&
   util::AioContext* iothread_context = nullptr;
   if (!spec.iothread.empty()) {
     util::IOThread* thread = FindIoThread(spec.iothread);
-    if (thread == nullptr) return DiskError(spec, absl::StrCat("no iothread '", spec.iothread, "'"));
+    if (thread == nullptr)
+      return DiskError(spec, absl::StrCat("no iothread '", spec.iothread, "'"));
     iothread_context = &thread->context();
   }
   block::BlockOptions block_options;
@@ -130,8 +130,8 @@ absl::StatusOr<std::vector<x86::MmioDeviceWindow>> VirtioDisks::AttachTo(Machine
     }
     if (absl::Status status = machine.RegisterIrqFd(slot->gsi, disk.transport->interrupt_fd());
         !status.ok()) {
-      return absl::Status(status.code(),
-                          absl::StrCat(name, ": interrupt GSI ", slot->gsi, ": ", status.message()));
+      return absl::Status(
+          status.code(), absl::StrCat(name, ": interrupt GSI ", slot->gsi, ": ", status.message()));
     }
     windows.push_back(*slot);
   }
@@ -160,9 +160,8 @@ std::string VirtioDisks::DiskIds() const {
 
 std::string VirtioDisks::IoThreadIds() const {
   if (iothreads_.empty()) return "none";
-  return absl::StrJoin(iothreads_, ", ", [](std::string* out, const auto& thread) {
-    out->append(thread->id());
-  });
+  return absl::StrJoin(iothreads_, ", ",
+                       [](std::string* out, const auto& thread) { out->append(thread->id()); });
 }
 
 std::vector<util::AioContext*> VirtioDisks::EventLoops() const {

@@ -2,6 +2,8 @@
 // --scsi, --control): repeatable flags collected in order, every key of a
 // disk option, default ids, and a one-line InvalidArgument error naming the
 // flag for each mistake (kvmini exits 2 on it).
+#include "vmm/machine/disk_options.h"
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,7 +13,6 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "vmm/machine/cli.h"
-#include "vmm/machine/disk_options.h"
 #include "vmm/machine/launch_options.h"
 
 namespace kvmini::vmm {
@@ -53,9 +54,9 @@ void ExpectOneLineUsageError(const absl::Status& status, const std::string& expe
 }
 
 TEST(DiskCliTest, RepeatableFlagsAreCollectedInOrder) {
-  auto request = ParseCli({"--kernel", "/k", "--iothread", "io0", "--blk", "path=/a",
-                           "--scsi=path=/b", "--iothread=io1", "--blk", "path=/c,id=x",
-                           "--control", "/run/k.sock"});
+  auto request =
+      ParseCli({"--kernel", "/k", "--iothread", "io0", "--blk", "path=/a", "--scsi=path=/b",
+                "--iothread=io1", "--blk", "path=/c,id=x", "--control", "/run/k.sock"});
   ASSERT_TRUE(request.ok()) << request.status();
   EXPECT_THAT(request->flags.iothreads, ElementsAre("io0", "io1"));
   EXPECT_THAT(request->flags.blk, ElementsAre("path=/a", "path=/c,id=x"));
@@ -110,7 +111,7 @@ TEST(ParseDiskSpecTest, DefaultsAndOtherGoodForms) {
     std::string path;
   };
   const Case cases[] = {
-      {DiskType::kBlk, "path=/a,,b", "/a,b"},             // ",," is a comma
+      {DiskType::kBlk, "path=/a,,b", "/a,b"},                     // ",," is a comma
       {DiskType::kBlk, "readonly=off,path=/x,direct=off", "/x"},  // any order
       {DiskType::kBlk, "path=/x,queues=64,aio=io_uring", "/x"},
       {DiskType::kBlk, "path=/x,serial=" + std::string(20, 'S'), "/x"},
@@ -160,9 +161,9 @@ TEST(ParseDiskSpecTest, EachMistakeIsNamed) {
 }
 
 TEST_F(DiskOptionsTest, DisksComeBlkFirstWithDefaultIds) {
-  auto disks = ValidateDisks({"path=" + image_a_, "path=" + image_b_ + ",id=data,iothread=io1"},
-                             {"path=" + image_a_ + ",readonly=on", "path=" + image_b_},
-                             {"io0", "io1"}, 8);
+  auto disks =
+      ValidateDisks({"path=" + image_a_, "path=" + image_b_ + ",id=data,iothread=io1"},
+                    {"path=" + image_a_ + ",readonly=on", "path=" + image_b_}, {"io0", "io1"}, 8);
   ASSERT_TRUE(disks.ok()) << disks.status();
   ASSERT_EQ(disks->size(), 4u);
   EXPECT_EQ((*disks)[0].id, "blk0");

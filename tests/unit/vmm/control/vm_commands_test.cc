@@ -22,8 +22,8 @@
 namespace kvmini::vmm {
 namespace {
 
-using ::testing::HasSubstr;
 using nlohmann::json;
+using ::testing::HasSubstr;
 
 constexpr uint64_t kRamBytes = 64 << 20;
 constexpr uint64_t kImageBytes = 8 << 20;
@@ -129,12 +129,12 @@ class VmCommandsTest : public ::testing::Test {
   // Writes then reads back 8 KiB at `sector` through vda.
   void RoundTrip(uint64_t sector, uint32_t seed) {
     std::vector<uint8_t> data = Pattern(seed, 8192);
-    auto written = blk_->Run(0, {.type = hw::virtio::blk::kTypeOut, .sector = sector,
-                                 .out_data = data});
+    auto written =
+        blk_->Run(0, {.type = hw::virtio::blk::kTypeOut, .sector = sector, .out_data = data});
     ASSERT_TRUE(written.ok());
     EXPECT_EQ(written->status, hw::virtio::blk::kStatusOk);
-    auto read = blk_->Run(0, {.type = hw::virtio::blk::kTypeIn, .sector = sector,
-                              .in_length = 8192});
+    auto read =
+        blk_->Run(0, {.type = hw::virtio::blk::kTypeIn, .sector = sector, .in_length = 8192});
     ASSERT_TRUE(read.ok());
     EXPECT_EQ(read->status, hw::virtio::blk::kStatusOk);
     EXPECT_EQ(read->in_data, data);
@@ -205,8 +205,8 @@ TEST_F(VmCommandsTest, QueryDevicesReportsEachDisk) {
   EXPECT_EQ(sda["dataplane_running"], false);  // no driver: not active
   EXPECT_EQ(Device("vdb")["iothread"], nullptr);
   // A request the device refuses counts as an error.
-  auto beyond = blk_->Run(0, {.type = hw::virtio::blk::kTypeIn, .sector = kImageBytes / 512,
-                              .in_length = 512});
+  auto beyond = blk_->Run(
+      0, {.type = hw::virtio::blk::kTypeIn, .sector = kImageBytes / 512, .in_length = 512});
   ASSERT_TRUE(beyond.ok());
   EXPECT_EQ(beyond->status, hw::virtio::blk::kStatusIoError);
   EXPECT_EQ(Device("vda")["errors"], 1);
@@ -235,8 +235,8 @@ TEST_F(VmCommandsTest, DataplaneCommandsMoveARunningDisk) {
   json refused = Execute("dataplane-start", {{"device", "vda"}});
   EXPECT_EQ(refused["error"]["class"], kErrorGeneric);
   EXPECT_THAT(refused["error"]["desc"].get<std::string>(), HasSubstr("'vda' has no iothread"));
-  EXPECT_EQ(Execute("device-set-iothread", {{"device", "vda"}, {"iothread", "io0"}})["return"]
-                   ["dataplane_running"],
+  EXPECT_EQ(Execute("device-set-iothread",
+                    {{"device", "vda"}, {"iothread", "io0"}})["return"]["dataplane_running"],
             true);
   RoundTrip(40, 6);
 }
@@ -252,11 +252,17 @@ TEST_F(VmCommandsTest, ErrorsNameTheArgumentAtFault) {
       {"dataplane-stop", json::object(), kErrorInvalidParameter, "argument 'device'"},
       {"dataplane-start", {{"device", 5}}, kErrorInvalidParameter, "vda, sda, vdb"},
       {"dataplane-stop", {{"device", "vdz"}}, kErrorDeviceNotFound, "no disk 'vdz'"},
-      {"device-set-iothread", {{"device", "vdz"}, {"iothread", "io0"}}, kErrorDeviceNotFound,
+      {"device-set-iothread",
+       {{"device", "vdz"}, {"iothread", "io0"}},
+       kErrorDeviceNotFound,
        "'vdz'"},
-      {"device-set-iothread", {{"device", "vda"}}, kErrorInvalidParameter,
+      {"device-set-iothread",
+       {{"device", "vda"}},
+       kErrorInvalidParameter,
        "argument 'iothread' (an iothread id: io0, io1"},
-      {"device-set-iothread", {{"device", "vda"}, {"iothread", "io9"}}, kErrorInvalidParameter,
+      {"device-set-iothread",
+       {{"device", "vda"}, {"iothread", "io9"}},
+       kErrorInvalidParameter,
        "no iothread 'io9' (iothreads: io0, io1)"},
       {"dataplane-start", {{"device", "vdb"}}, kErrorGeneric, "'vdb' has no iothread"},
   };
@@ -346,15 +352,19 @@ TEST_F(VmCommandsTest, CommandsFromTwoClientsForOneDiskDoNotBlockEachOther) {
   int other = client_->Connect(directory_ + "/control.sock");
   client_->ReadMessage(other);
   for (int round = 0; round < 20; ++round) {
-    client_->SendRaw(fd_, json{{"execute", "dataplane-stop"},
-                               {"arguments", {{"device", "vda"}}},
-                               {"id", round}}.dump() + "\n");
+    client_->SendRaw(
+        fd_, json{{"execute", "dataplane-stop"}, {"arguments", {{"device", "vda"}}}, {"id", round}}
+                     .dump() +
+                 "\n");
     client_->SendRaw(other, json{{"execute", round % 2 ? "dataplane-start" : "stop"},
                                  {"arguments", {{"device", "vda"}}},
-                                 {"id", round}}.dump() + "\n");
+                                 {"id", round}}
+                                    .dump() +
+                                "\n");
     client_->SendRaw(other, json{{"execute", "device-set-iothread"},
                                  {"arguments", {{"device", "vda"}, {"iothread", "io1"}}}}
-                                    .dump() + "\n");
+                                    .dump() +
+                                "\n");
     client_->SendRaw(fd_, json{{"execute", "cont"}}.dump() + "\n");
     EXPECT_EQ(client_->ReadMessage(fd_)["id"], round);
     EXPECT_TRUE(client_->ReadMessage(fd_).contains("return"));

@@ -86,7 +86,8 @@ TEST_F(VirtioDisksTest, GuestFindsEachDiskAtItsSlotAndKicksThroughTheIoEventFd) 
   Machine& machine = (*guest)->machine();
   const uint64_t notify = base + notifiers[0].offset;
   EXPECT_TRUE(machine.UnregisterIoEventFd(notify, 4, notifiers[0].datamatch, notifiers[0].fd).ok());
-  EXPECT_FALSE(machine.UnregisterIoEventFd(notify, 4, notifiers[0].datamatch, notifiers[0].fd).ok());
+  EXPECT_FALSE(
+      machine.UnregisterIoEventFd(notify, 4, notifiers[0].datamatch, notifiers[0].fd).ok());
   disks->reset();  // before the machine and its main loop
 }
 
