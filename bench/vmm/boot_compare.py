@@ -65,6 +65,9 @@ def main():
     parser.add_argument("--kvmini", required=True)
     parser.add_argument("--image-dir", required=True, help="guest-images/build.sh output")
     parser.add_argument("--initrd", default="initrd-base.img")
+    parser.add_argument("--kvmini-kernel",
+                        help="boot kvmini from this kernel file instead of IMAGE_DIR/vmlinuz, "
+                             "e.g. the same kernel as an uncompressed ELF vmlinux (PVH entry)")
     parser.add_argument("--qemu", default="qemu-system-x86_64")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--memory-mib", type=int, default=256)
@@ -77,7 +80,8 @@ def main():
     initrd = os.path.join(args.image_dir, args.initrd)
     cmdline = args.cmdline + " -- true"
     commands = {
-        "kvmini": [args.kvmini, "--kernel", kernel, "--initrd", initrd, "--cmdline", cmdline,
+        "kvmini": [args.kvmini, "--kernel", args.kvmini_kernel or kernel, "--initrd", initrd,
+                   "--cmdline", cmdline,
                    "--memory", f"{args.memory_mib}M", "--cpus", str(args.cpus),
                    "--serial", "stdio"],
         "qemu": [args.qemu, "-M", "microvm,acpi=on", "-enable-kvm", "-cpu", "host",
@@ -92,7 +96,8 @@ def main():
             times[name].append(seconds)
             print(f"run {run + 1}: {name:6s} {seconds:7.2f} s", flush=True)
     print(f"\nstart to /init marker, {args.runs} runs each, alternating "
-          f"({os.path.basename(args.image_dir)}, {args.cpus} vCPU, {args.memory_mib} MiB):")
+          f"({os.path.basename(args.image_dir)}, {args.cpus} vCPU, {args.memory_mib} MiB; "
+          f"kvmini kernel {args.kvmini_kernel or kernel}, QEMU kernel {kernel}):")
     for name, values in times.items():
         print(f"  {name:6s} min {min(values):7.2f} s  median {statistics.median(values):7.2f} s")
     ratio_median = statistics.median(times["kvmini"]) / statistics.median(times["qemu"])

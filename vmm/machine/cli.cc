@@ -12,7 +12,9 @@
 #include "absl/strings/ascii.h"
 
 ABSL_FLAG(std::string, kernel, "",
-          "Linux kernel to boot: a bzImage with the 64-bit boot protocol (required).");
+          "Linux kernel to boot (required): a bzImage (64-bit boot protocol), or an "
+          "uncompressed ELF vmlinux with a PVH entry note, which skips the kernel's own "
+          "decompression.");
 ABSL_FLAG(std::string, initrd, "", "initramfs/initrd image loaded next to the kernel.");
 ABSL_FLAG(std::string, cmdline, kvmini::vmm::kDefaultKernelCommandLine,
           "Kernel command line; replaces the default shown here.");

@@ -77,7 +77,7 @@ absl::StatusOr<uint64_t> ParseMemorySize(absl::string_view text) {
 absl::StatusOr<LaunchOptions> ValidateLaunchFlags(const LaunchFlags& flags) {
   LaunchOptions options;
   if (flags.kernel.empty()) {
-    return absl::InvalidArgumentError("--kernel is required: the Linux bzImage to boot");
+    return absl::InvalidArgumentError("--kernel is required: the Linux kernel (bzImage or vmlinux) to boot");
   }
   if (absl::Status status = CheckReadableFile("--kernel", flags.kernel); !status.ok()) {
     return status;

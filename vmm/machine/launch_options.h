@@ -60,9 +60,10 @@ struct LaunchOptions {
 // -m). The result must be a whole number of 4 KiB pages.
 absl::StatusOr<uint64_t> ParseMemorySize(absl::string_view text);
 
-// Checks every flag: the kernel is given and readable, the initrd (if any)
-// readable, memory parses and is at least the minimum, 1 <= cpus <= the
-// most kvmini describes in its ACPI tables, --serial parses. Limits that
+// Checks every flag: the kernel is given and readable (its format is
+// checked when it is loaded), the initrd (if any) readable, memory parses
+// and is at least the minimum, 1 <= cpus <= the most kvmini describes in
+// its ACPI tables, --serial parses. Limits that
 // depend on the host (KVM's vCPU limit) or on the kernel image (command
 // line length, whether kernel and initrd fit) are checked when the machine
 // is built and the kernel loaded, with the same kind of error. Disks and

@@ -16,7 +16,7 @@
 
 namespace kvmini::vmm::testing {
 
-// True if /dev/kvm can be opened; tests skip only when it cannot.
+// True if /dev/kvm exists; tests skip only when it does not.
 bool KvmAvailable();
 
 // A few 16-bit instructions, encoded by hand.
