@@ -11,12 +11,14 @@
 #include "hw/serial/serial_console.h"
 #include "util/log.h"
 #include "vmm/control/control_server.h"
+#include "vmm/control/unix_socket.h"
 #include "vmm/control/vm_commands.h"
 #include "vmm/machine/cli.h"
 #include "vmm/machine/launch_options.h"
 #include "vmm/machine/linux_boot.h"
 #include "vmm/machine/machine.h"
 #include "vmm/machine/platform_devices.h"
+#include "vmm/machine/startup_checks.h"
 #include "vmm/machine/virtio_disks.h"
 #include "vmm/sandbox/seccomp.h"
 
@@ -32,6 +34,10 @@ int ReportStartupError(const absl::Status& status) {
   return absl::IsInvalidArgument(status) ? kExitUsage : kExitFailure;
 }
 
+absl::Status ControlPathError(const std::string& path, const absl::Status& status) {
+  return absl::InvalidArgumentError(absl::StrCat("--control ", path, ": ", status.message()));
+}
+
 int Run(int argc, char** argv) {
   std::vector<std::string> arguments(argv + 1, argv + argc);
   absl::StatusOr<kvmini::vmm::CliRequest> request = kvmini::vmm::ParseCli(arguments);
@@ -43,6 +49,17 @@ int Run(int argc, char** argv) {
   absl::StatusOr<kvmini::vmm::LaunchOptions> options =
       kvmini::vmm::ValidateLaunchFlags(request->flags);
   if (!options.ok()) return ReportStartupError(options.status());
+  // Everything a user can get wrong is checked before /dev/kvm is opened
+  // and before anything is created.
+  if (absl::Status status = kvmini::vmm::CheckLaunchFiles(*options); !status.ok()) {
+    return ReportStartupError(status);
+  }
+  if (!options->control_path.empty()) {
+    if (absl::Status status = kvmini::vmm::CheckUnixSocketPathFree(options->control_path);
+        !status.ok()) {
+      return ReportStartupError(ControlPathError(options->control_path, status));
+    }
+  }
   kvmini::vmm::sandbox::SetSeccompEnabled(options->seccomp);
   if (options->seccomp) {
     // Compiles the filters and installs the violation report now, while
@@ -60,14 +77,6 @@ int Run(int argc, char** argv) {
                                     .vcpu_count = options->vcpu_count,
                                     .sandbox = options->seccomp});
   if (!machine.ok()) return ReportStartupError(machine.status());
-  absl::StatusOr<std::unique_ptr<kvmini::hw::SerialConsole>> console =
-      kvmini::hw::SerialConsole::Create(options->serial);
-  if (!console.ok()) {
-    return ReportStartupError(absl::InvalidArgumentError(console.status().message()));
-  }
-  absl::StatusOr<std::unique_ptr<kvmini::vmm::PlatformDevices>> devices =
-      kvmini::vmm::PlatformDevices::Create(**machine, console->get());
-  if (!devices.ok()) return ReportStartupError(devices.status());
   // IOThreads start here, after the Machine has blocked the signals.
   absl::StatusOr<std::unique_ptr<kvmini::vmm::VirtioDisks>> disks =
       kvmini::vmm::VirtioDisks::Create((*machine)->memory(), options->iothread_ids,
@@ -80,6 +89,16 @@ int Run(int argc, char** argv) {
       **machine,
       {options->kernel_path, options->initrd_path, options->kernel_command_line, *windows});
   if (!boot.ok()) return ReportStartupError(boot);
+  // The console after the kernel is loaded: a usage error found while
+  // loading (an initrd that does not fit) leaves no serial log behind.
+  absl::StatusOr<std::unique_ptr<kvmini::hw::SerialConsole>> console =
+      kvmini::hw::SerialConsole::Create(options->serial);
+  if (!console.ok()) {
+    return ReportStartupError(absl::InvalidArgumentError(console.status().message()));
+  }
+  absl::StatusOr<std::unique_ptr<kvmini::vmm::PlatformDevices>> devices =
+      kvmini::vmm::PlatformDevices::Create(**machine, console->get());
+  if (!devices.ok()) return ReportStartupError(devices.status());
 
   kvmini::vmm::MachineRunControl run_control(**machine);
   auto commands = std::make_unique<kvmini::vmm::VmCommands>(run_control, **disks);
@@ -88,8 +107,7 @@ int Run(int argc, char** argv) {
     absl::StatusOr<std::unique_ptr<kvmini::vmm::ControlServer>> server =
         kvmini::vmm::ControlServer::Create(options->control_path, (*machine)->main_context());
     if (!server.ok()) {
-      return ReportStartupError(absl::InvalidArgumentError(
-          absl::StrCat("--control ", options->control_path, ": ", server.status().message())));
+      return ReportStartupError(ControlPathError(options->control_path, server.status()));
     }
     control = std::move(*server);
     commands->RegisterWith(*control);

@@ -10,6 +10,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "vmm/machine/startup_checks.h"
 
 namespace kvmini::vmm {
 namespace {
@@ -26,7 +28,7 @@ absl::StatusOr<sockaddr_un> AddressFor(const std::string& path) {
   return address;
 }
 
-std::string SocketError(const std::string& path, const char* what) {
+std::string SocketError(const std::string& path, absl::string_view what) {
   return absl::StrCat("control socket ", path, ": ", what);
 }
 
@@ -45,26 +47,39 @@ absl::StatusOr<int> ConnectToUnixSocket(const std::string& path) {
   return fd;
 }
 
+absl::Status CheckUnixSocketPathFree(const std::string& path) {
+  if (absl::Status status = AddressFor(path).status(); !status.ok()) return status;
+  const std::string directory = ParentDirectory(path);
+  struct stat info;
+  if (stat(directory.c_str(), &info) < 0) {
+    return absl::ErrnoToStatus(errno, SocketError(path, absl::StrCat("directory ", directory)));
+  }
+  if (!S_ISDIR(info.st_mode)) {
+    return absl::InvalidArgumentError(
+        SocketError(path, absl::StrCat(directory, " is not a directory")));
+  }
+  if (lstat(path.c_str(), &info) < 0) return absl::OkStatus();
+  if (!S_ISSOCK(info.st_mode)) {
+    return absl::AlreadyExistsError(
+        SocketError(path, "the path exists and is not a socket; refusing to replace it"));
+  }
+  absl::StatusOr<int> probe = ConnectToUnixSocket(path);
+  if (probe.ok()) {
+    close(*probe);
+    return absl::AlreadyExistsError(
+        SocketError(path, "another process is listening on it (is kvmini already running?)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<int> ListenOnUnixSocket(const std::string& path) {
   absl::StatusOr<sockaddr_un> address = AddressFor(path);
   if (!address.ok()) return address.status();
-
+  if (absl::Status status = CheckUnixSocketPathFree(path); !status.ok()) return status;
   struct stat existing;
-  if (lstat(path.c_str(), &existing) == 0) {
-    if (!S_ISSOCK(existing.st_mode)) {
-      return absl::AlreadyExistsError(
-          SocketError(path, "the path exists and is not a socket; refusing to replace it"));
-    }
-    absl::StatusOr<int> probe = ConnectToUnixSocket(path);
-    if (probe.ok()) {
-      close(*probe);
-      return absl::AlreadyExistsError(
-          SocketError(path, "another process is listening on it (is kvmini already running?)"));
-    }
-    // Nobody listens: a socket left behind by a process that died.
-    if (unlink(path.c_str()) < 0) {
-      return absl::ErrnoToStatus(errno, SocketError(path, "cannot remove the stale socket"));
-    }
+  // Nobody listens on a socket still there: left behind by a process that died.
+  if (lstat(path.c_str(), &existing) == 0 && unlink(path.c_str()) < 0) {
+    return absl::ErrnoToStatus(errno, SocketError(path, "cannot remove the stale socket"));
   }
 
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

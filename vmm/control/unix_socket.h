@@ -14,6 +14,12 @@ namespace kvmini::vmm {
 // replaced; a live one, or any other kind of file, is an error.
 absl::StatusOr<int> ListenOnUnixSocket(const std::string& path);
 
+// The checks ListenOnUnixSocket makes before it creates anything: the path
+// fits a socket address, its directory exists, and nothing but a stale
+// socket is there. kvmini runs them before it starts the machine, so a
+// bad --control path fails early and leaves nothing behind.
+absl::Status CheckUnixSocketPathFree(const std::string& path);
+
 // Connects to `path` (blocking, close-on-exec).
 absl::StatusOr<int> ConnectToUnixSocket(const std::string& path);
 

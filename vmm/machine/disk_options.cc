@@ -112,7 +112,8 @@ absl::Status ApplyOption(DiskSpec& spec, absl::string_view key, absl::string_vie
 // Opens the image the way the disk will (read-only or read-write) to catch
 // a missing, unreadable or read-only file before anything starts.
 absl::Status CheckImage(const DiskSpec& spec) {
-  int fd = open(spec.path.c_str(), (spec.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  // Non-blocking: opening a FIFO read-only would wait for a writer.
+  int fd = open(spec.path.c_str(), (spec.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     int error = errno;
     std::string what = strerror(error);

@@ -24,7 +24,8 @@ absl::Status FlagError(absl::string_view flag, absl::string_view value, absl::st
 }
 
 absl::Status CheckReadableFile(absl::string_view flag, const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // Non-blocking: opening a FIFO for reading would wait for a writer.
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return FlagError(flag, path, strerror(errno));
   struct stat info {};
   int result = fstat(fd, &info);
@@ -95,6 +96,10 @@ absl::StatusOr<LaunchOptions> ValidateLaunchFlags(const LaunchFlags& flags) {
   if (*memory < x86::kMinimumMemoryBytes) {
     return FlagError("--memory", flags.memory,
                      absl::StrCat("below the minimum of ", x86::kMinimumMemoryBytes >> 20, "M"));
+  }
+  // The layout's upper limit, checked here rather than after /dev/kvm is open.
+  if (absl::Status layout = x86::GuestRamRanges(*memory).status(); !layout.ok()) {
+    return FlagError("--memory", flags.memory, layout.message());
   }
   options.memory_bytes = *memory;
 

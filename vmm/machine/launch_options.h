@@ -61,13 +61,14 @@ struct LaunchOptions {
 absl::StatusOr<uint64_t> ParseMemorySize(absl::string_view text);
 
 // Checks every flag: the kernel is given and readable (its format is
-// checked when it is loaded), the initrd (if any) readable, memory parses
-// and is at least the minimum, 1 <= cpus <= the most kvmini describes in
-// its ACPI tables, --serial parses. Limits that
-// depend on the host (KVM's vCPU limit) or on the kernel image (command
-// line length, whether kernel and initrd fit) are checked when the machine
-// is built and the kernel loaded, with the same kind of error. Disks and
-// IOThreads: see ValidateDisks (disk_options.h).
+// checked by CheckLaunchFiles, startup_checks.h, and when it is loaded),
+// the initrd (if any) readable, memory parses and lies between the minimum
+// and the most the memory layout supports, 1 <= cpus <= the most kvmini
+// describes in its ACPI tables, --serial parses. Limits that depend on the
+// host (KVM's vCPU limit) or on the kernel image (command line length,
+// whether kernel and initrd fit) are checked when the machine is built and
+// the kernel loaded, with the same kind of error. Disks and IOThreads: see
+// ValidateDisks (disk_options.h).
 absl::StatusOr<LaunchOptions> ValidateLaunchFlags(const LaunchFlags& flags);
 
 }  // namespace kvmini::vmm

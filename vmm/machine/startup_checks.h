@@ -1,0 +1,24 @@
+// Checks of the launch options that read the file system, run after
+// ValidateLaunchFlags and before kvmini opens /dev/kvm or creates anything
+// (serial log, control socket): a kernel that is not a bzImage or is
+// truncated, a kernel command line longer than the bzImage accepts, a
+// --serial file:PATH in a directory that does not exist. Failing here
+// means a usage error (exit 2) that leaves nothing behind and does not
+// depend on the host having KVM. The loader checks everything again (and
+// more: PVH ELF details, whether the initrd fits) when it loads.
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "vmm/machine/launch_options.h"
+
+namespace kvmini::vmm {
+
+// InvalidArgument, one line naming the flag, the file and the problem.
+absl::Status CheckLaunchFiles(const LaunchOptions& options);
+
+// The directory a file at `path` would be created in ("." for a bare name).
+std::string ParentDirectory(const std::string& path);
+
+}  // namespace kvmini::vmm
