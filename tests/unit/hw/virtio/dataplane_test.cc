@@ -9,7 +9,7 @@
 #include "gtest/gtest.h"
 #include "tests/unit/hw/virtio/dataplane_churn.h"
 #include "tests/unit/hw/virtio/blk_test_support.h"
-#include "util/iothread.h"
+#include "tests/unit/hw/virtio/with_iothreads.h"
 
 namespace kvmini::test {
 namespace {
@@ -17,24 +17,8 @@ namespace {
 namespace blk = hw::virtio::blk;
 namespace mmio = hw::virtio::mmio;
 
-class DataplaneTest : public MainLoopTest {
+class DataplaneTest : public WithIOThreads<MainLoopTest> {
  protected:
-  void SetUp() override {
-    MainLoopTest::SetUp();
-    for (const char* id : {"iothread0", "iothread1"}) {
-      auto thread = util::IOThread::Create(id);
-      ASSERT_TRUE(thread.ok());
-      iothreads_.push_back(std::move(*thread));
-    }
-  }
-  void TearDown() override {
-    testbed_.reset();  // before the IOThreads: it detaches from them
-    iothreads_.clear();
-    MainLoopTest::TearDown();
-  }
-  util::AioContext& iothread(int i) { return iothreads_[i]->context(); }
-  hw::virtio::MmioTransport& transport() { return testbed_->transport(); }
-  bool Running() { return transport().dataplane_status().running; }
 
   // A device on the IOThread over a memory backend that holds completions;
   // posts `requests` (kicked) and waits until the backend holds them all.
@@ -56,7 +40,6 @@ class DataplaneTest : public MainLoopTest {
     return backend;
   }
 
-  std::vector<std::unique_ptr<util::IOThread>> iothreads_;
 };
 
 TEST_F(DataplaneTest, DriverOkStartsTheDataplaneOnTheIOThread) {

@@ -14,7 +14,7 @@
 #include "tests/unit/hw/virtio/dataplane_churn.h"
 #include "tests/unit/hw/virtio/blk_test_support.h"
 #include "tests/unit/hw/virtio/scsi_test_support.h"
-#include "util/iothread.h"
+#include "tests/unit/hw/virtio/with_iothreads.h"
 
 namespace kvmini::test {
 namespace {
@@ -25,25 +25,8 @@ namespace scsi_status = hw::scsi::status;
 namespace response = vs::response;
 namespace tmf = vs::tmf;
 
-class ScsiDataplaneTest : public ScsiDeviceTest {
+class ScsiDataplaneTest : public WithIOThreads<ScsiDeviceTest> {
  protected:
-  void SetUp() override {
-    ScsiDeviceTest::SetUp();
-    for (const char* id : {"iothread0", "iothread1"}) {
-      auto thread = util::IOThread::Create(id);
-      ASSERT_TRUE(thread.ok());
-      iothreads_.push_back(std::move(*thread));
-    }
-  }
-  void TearDown() override {
-    testbed_.reset();  // before the IOThreads: it detaches from them
-    iothreads_.clear();
-    ScsiDeviceTest::TearDown();
-  }
-  util::AioContext& iothread(int i) { return iothreads_[i]->context(); }
-  hw::virtio::MmioTransport& transport() { return testbed_->transport(); }
-  bool Running() { return transport().dataplane_status().running; }
-
   // A device on the IOThread over a memory backend that holds completions;
   // posts `commands` (kicked) and waits until the backend holds them all.
   // Returns their heads, in order.
@@ -91,7 +74,6 @@ class ScsiDataplaneTest : public ScsiDeviceTest {
     return false;
   }
 
-  std::vector<std::unique_ptr<util::IOThread>> iothreads_;
 };
 
 std::vector<ScsiCommand> Reads(int count) {
