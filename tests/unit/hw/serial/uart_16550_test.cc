@@ -17,11 +17,14 @@ constexpr uint64_t kData = 0, kIer = 1, kIir = 2, kFcr = 2, kLcr = 3, kMcr = 4, 
 class RecordingLine : public InterruptLine {
  public:
   void SetLevel(bool high) override {
+    if (high && !level) ++rises;
     level = high;
     ++changes;
   }
   bool level = false;
   int changes = 0;
+  // ISA IRQ 4 is edge-triggered at the IOAPIC: only a rise delivers.
+  int rises = 0;
 };
 
 class UartTest : public ::testing::Test {
@@ -159,6 +162,71 @@ TEST_F(UartTest, DivisorLatchAndScratchKeepWhatIsWritten) {
   Out(kScratch, 0x5A);
   EXPECT_EQ(In(kScratch), 0x5A);
   EXPECT_EQ(In(kLcr), 0x03);
+}
+
+TEST_F(UartTest, TransmitEmptyStaysPendingBehindReceivedData) {
+  Out(kFcr, 0x01);
+  Out(kIer, 0x03);  // received data + THR empty
+  Receive("x");
+  EXPECT_EQ(In(kIir), 0xC4);  // received data has priority...
+  EXPECT_EQ(In(kData), 'x');
+  EXPECT_TRUE(line_.level);
+  EXPECT_EQ(In(kIir), 0xC2);  // ...and reading IIR then did not lose THRE
+  EXPECT_FALSE(line_.level);
+}
+
+// The 8250 driver's interrupt handler: it loops until IIR says "no
+// interrupt", sending up to 16 bytes per THR-empty and disabling the
+// THR-empty interrupt when its buffer is empty. Every byte must come out,
+// and the line must be low when the handler returns, or the next rise that
+// an edge-triggered IOAPIC needs would never come.
+TEST_F(UartTest, DriverInterruptLoopSendsEverythingAndEndsWithTheLineLow) {
+  Out(kFcr, 0x01);
+  Out(kIer, 0x01);
+  const std::string text(100, 'q');
+  size_t sent = 0;
+  // start_tx: enabling THR-empty raises the interrupt.
+  Out(kIer, 0x03);
+  EXPECT_TRUE(line_.level);
+  int passes = 0;
+  while (passes++ < 512) {
+    uint8_t iir = In(kIir);
+    if (iir & 0x01) break;
+    ASSERT_NE(In(kLsr) & 0x20, 0);
+    for (int burst = 0; burst < 16 && sent < text.size(); ++burst) {
+      Out(kData, static_cast<uint8_t>(text[sent++]));
+    }
+    if (sent == text.size()) Out(kIer, 0x01);  // __stop_tx
+  }
+  EXPECT_EQ(output_, text);
+  EXPECT_FALSE(line_.level);
+  // More output later: start_tx again delivers a fresh rise.
+  int rises_before = line_.rises;
+  Out(kIer, 0x03);
+  EXPECT_EQ(line_.rises, rises_before + 1);
+  EXPECT_EQ(In(kIir), 0xC2);
+}
+
+// The kernel's console write (printk) polls: it saves IER, clears it, sends
+// by polling LSR, then restores IER. Restoring the THR-empty enable must
+// raise the interrupt again, or the tty's queued output would stall until
+// the next write.
+TEST_F(UartTest, ConsoleWriteRestoringInterruptEnableRaisesTransmitEmptyAgain) {
+  Out(kIer, 0x03);
+  EXPECT_EQ(In(kIir), 0x02);  // the handler took it, output still queued
+  uint8_t saved = In(kIer);
+  Out(kIer, 0x00);
+  EXPECT_FALSE(line_.level);
+  for (char c : std::string("printk\n")) {
+    ASSERT_NE(In(kLsr) & 0x20, 0);
+    Out(kData, static_cast<uint8_t>(c));
+  }
+  EXPECT_FALSE(line_.level);  // THR-empty is masked while polling
+  int rises_before = line_.rises;
+  Out(kIer, saved);
+  EXPECT_EQ(line_.rises, rises_before + 1);
+  EXPECT_EQ(In(kIir), 0x02);
+  EXPECT_EQ(output_, "printk\n");
 }
 
 TEST_F(UartTest, WideAccessTouchesConsecutiveRegisters) {
