@@ -31,4 +31,13 @@ if [ "$status" -ne 0 ]; then
   echo "kvmini exited with status $status" >&2
   exit "$status"
 fi
+# The whole point of the boot: the command's output must reach the console.
+if ! grep -qE '^Linux [^ ]+ [0-9]+\.[0-9]+.* x86_64' "$console" 2>/dev/null; then
+  echo "quickstart: FAILED: the guest's 'uname -a' output is missing from its console ($console)" >&2
+  exit 1
+fi
+if ! grep -q 'kvmini-guest: exit status 0' "$console"; then
+  echo "quickstart: FAILED: no 'kvmini-guest: exit status 0' line on the guest's console ($console)" >&2
+  exit 1
+fi
 kvmini_say "kvmini exited 0 after the guest powered off. Try: build/normal/vmm/kvmini --help"

@@ -9,6 +9,12 @@
 #   poweroff       `poweroff -f` -> exit 0 (ACPI S5 through the power port)
 #   reboot         `reboot -f` -> exit 0 (i8042 reset)
 #   panic          a kernel panic (sysrq c) -> exit 1 with a message saying so
+#   console-output 2 vCPUs; the command prints 200 numbered lines (5 KB, more
+#                  than the kernel's 4 KiB UART buffer) and exits at once:
+#                  every line reaches the console file, in order, and
+#                  before /init's exit-status line
+#   console-short  the same with `uname -a` (a few bytes left in the UART
+#                  buffer when the command exits, as in scripts/quickstart.sh)
 # Needs /dev/kvm that can run Linux (hardware virtualization, or inside
 # tests/rig/run-with-kvm); prints the console and kvmini's stderr on failure.
 set -u
@@ -45,6 +51,10 @@ exit-status) command='-- sh -c "exit 7"'; expected_status=7 ;;
 poweroff) command='-- poweroff -f' ;;
 reboot) command='-- reboot -f' ;;
 panic) command='-- sh -c "echo c > /proc/sysrq-trigger"'; expected_status=1 ;;
+# The session leader (sh) exits right after the pipeline, with output still
+# queued in the guest's tty: the case the console drain in /init is for.
+console-output) cpus=2; command='-- sh -c "seq 1 200 | sed s/^/kvmini-console-line-/"' ;;
+console-short) cpus=2; command='-- uname -a' ;;
 *) echo "unknown case $case_name"; exit 2 ;;
 esac
 
@@ -72,6 +82,21 @@ reboot)
 	;;
 panic)
 	grep -q 'panicked' "$work/stderr" || fail "kvmini did not report the kernel panic"
+	;;
+console-output)
+	# Whole lines only: a kernel message may share a line with one of ours,
+	# and would then show up as a missing number.
+	seen=$(grep -oE 'kvmini-console-line-[0-9]+' "$work/console" | sed 's/^kvmini-console-line-//' | tr '\n' ' ')
+	expected=$(seq 1 200 | tr '\n' ' ')
+	[ "$seen" = "$expected" ] || fail "console lines missing or out of order: got $(echo "$seen" | wc -w) of 200, last: $(echo "$seen" | awk '{ print $NF }')"
+	last_line=$(grep -n 'kvmini-console-line-200' "$work/console" | cut -d: -f1)
+	status_line=$(grep -n 'kvmini-guest: exit status 0' "$work/console" | cut -d: -f1)
+	[ -n "$status_line" ] || fail "no 'kvmini-guest: exit status 0' line"
+	[ "$last_line" -lt "$status_line" ] || fail "the command's output came after /init's exit-status line"
+	;;
+console-short)
+	grep -qE '^Linux [^ ]+ [0-9]+\.[0-9]+.* x86_64' "$work/console" || fail "no 'uname -a' output on the console"
+	grep -q 'kvmini-guest: exit status 0' "$work/console" || fail "no 'kvmini-guest: exit status 0' line"
 	;;
 esac
 echo "PASS ($case_name)"
