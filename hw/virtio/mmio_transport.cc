@@ -88,9 +88,14 @@ uint64_t MmioTransport::offered_features() const {
 }
 
 template <typename... Args>
-void MmioTransport::LogGuestError(const Args&... args) {
-  if (!guest_error_log_limiter_.Allow()) return;
-  KVMINI_LOG(Warning) << device_->name() << ": " << absl::StrCat(args...);
+void MmioTransport::LogGuestError(GuestError kind, const Args&... args) {
+  util::RateLimiter& limiter = guest_error_log_limiters_[static_cast<size_t>(kind)];
+  if (!limiter.Allow()) return;
+  std::string message = absl::StrCat(device_->name(), ": ", args...);
+  if (uint64_t suppressed = limiter.TakeSuppressedCount(); suppressed != 0) {
+    absl::StrAppend(&message, " (", suppressed, " similar messages suppressed before this one)");
+  }
+  KVMINI_LOG(Warning) << message;
 }
 
 void MmioTransport::RaiseInterrupt(uint32_t cause) {
@@ -106,7 +111,8 @@ void MmioTransport::OnQueueBroken() {
 
 void MmioTransport::NotifyQueue(uint64_t value) {
   if (value >= notifiers_.size()) {
-    LogGuestError("QueueNotify for queue ", value, ", the device has ", notifiers_.size());
+    LogGuestError(GuestError::kNotify, "QueueNotify for queue ", value, ", the device has ",
+                  notifiers_.size());
     return;
   }
   notifiers_[value].Set();
@@ -119,8 +125,8 @@ void MmioTransport::Read(uint64_t offset, std::span<uint8_t> data) {
     return;
   }
   if (data.size() != 4 || offset % 4 != 0) {
-    LogGuestError(data.size(), "-byte read at register offset ", absl::Hex(offset),
-                  ": registers are 32-bit; read as 0");
+    LogGuestError(GuestError::kRegisterAccess, data.size(), "-byte read at register offset ",
+                  absl::Hex(offset), ": registers are 32-bit; read as 0");
     return;
   }
   uint32_t value = ReadRegister(offset);
@@ -183,8 +189,8 @@ void MmioTransport::Write(uint64_t offset, std::span<const uint8_t> data) {
     return;
   }
   if (data.size() != 4 || offset % 4 != 0) {
-    LogGuestError(data.size(), "-byte write at register offset ", absl::Hex(offset),
-                  ": registers are 32-bit; ignored");
+    LogGuestError(GuestError::kRegisterAccess, data.size(), "-byte write at register offset ",
+                  absl::Hex(offset), ": registers are 32-bit; ignored");
     return;
   }
   Operation operation = WriteRegister(offset, static_cast<uint32_t>(LittleEndianValue(data)));
@@ -208,7 +214,7 @@ MmioTransport::Operation MmioTransport::WriteRegister(uint64_t offset, uint32_t 
       return nullptr;
     case mmio::kDriverFeatures:
       if (status_ & status::kFeaturesOk) {
-        LogGuestError("DriverFeatures written after FEATURES_OK; ignored");
+        LogGuestError(GuestError::kFeatures, "DriverFeatures written after FEATURES_OK; ignored");
       } else if (driver_features_select_ <= 1) {
         SetHalf(driver_features_, driver_features_select_ == 1, value);
       }
@@ -221,7 +227,8 @@ MmioTransport::Operation MmioTransport::WriteRegister(uint64_t offset, uint32_t 
     case mmio::kLegacyGuestPageSize:
     case mmio::kLegacyQueueAlign:
     case mmio::kLegacyQueuePfn:
-      LogGuestError("legacy (version 1) virtio-mmio register ", absl::Hex(offset),
+      LogGuestError(GuestError::kRegisterAccess, "legacy (version 1) virtio-mmio register ",
+                    absl::Hex(offset),
                     " written: this device is version 2 only; a legacy driver cannot use it");
       return nullptr;
     case mmio::kShmSel:
@@ -238,16 +245,18 @@ MmioTransport::Operation MmioTransport::WriteRegister(uint64_t offset, uint32_t 
       queue = SelectedQueue();
       break;
     default:
-      LogGuestError("write to unknown register offset ", absl::Hex(offset), "; ignored");
+      LogGuestError(GuestError::kRegisterAccess, "write to unknown register offset ",
+                    absl::Hex(offset), "; ignored");
       return nullptr;
   }
   if (queue == nullptr) {
-    LogGuestError("queue register ", absl::Hex(offset), " written for absent queue ",
-                  queue_select_, "; ignored");
+    LogGuestError(GuestError::kQueueSetup, "queue register ", absl::Hex(offset),
+                  " written for absent queue ", queue_select_, "; ignored");
     return nullptr;
   }
   if (status_ & status::kDriverOk) {
-    LogGuestError("queue ", queue_select_, " reconfigured after DRIVER_OK; ignored");
+    LogGuestError(GuestError::kQueueSetup, "queue ", queue_select_,
+                  " reconfigured after DRIVER_OK; ignored");
     return nullptr;
   }
   switch (offset) {
@@ -276,7 +285,7 @@ MmioTransport::Operation MmioTransport::WriteStatus(uint8_t value) {
   if (value == 0) return [this] { Reset(); };
   const uint8_t old = status_;
   if (old & ~value) {
-    LogGuestError("status ", absl::Hex(old), " -> ", absl::Hex(value),
+    LogGuestError(GuestError::kStatus, "status ", absl::Hex(old), " -> ", absl::Hex(value),
                   " clears bits without a reset; ignored");
     return nullptr;
   }
@@ -284,22 +293,24 @@ MmioTransport::Operation MmioTransport::WriteStatus(uint8_t value) {
   if (added & status::kFeaturesOk) {
     const uint64_t unknown = driver_features_ & ~offered_features();
     if (!(value & status::kDriver)) {
-      LogGuestError("FEATURES_OK set before DRIVER; refused");
+      LogGuestError(GuestError::kFeatures, "FEATURES_OK set before DRIVER; refused");
       value &= ~status::kFeaturesOk;
     } else if (!(driver_features_ & feature::kVersion1)) {
-      LogGuestError("the driver did not accept VIRTIO_F_VERSION_1: a legacy-only driver "
+      LogGuestError(GuestError::kFeatures,
+                    "the driver did not accept VIRTIO_F_VERSION_1: a legacy-only driver "
                     "cannot use this virtio-mmio version 2 device; FEATURES_OK refused");
       value &= ~status::kFeaturesOk;
     } else if (unknown != 0) {
-      LogGuestError("the driver accepted features the device does not offer (",
-                    absl::Hex(unknown), "); FEATURES_OK refused");
+      LogGuestError(GuestError::kFeatures,
+                    "the driver accepted features the device does not offer (", absl::Hex(unknown),
+                    "); FEATURES_OK refused");
       value &= ~status::kFeaturesOk;
     }
   }
   Operation operation;
   if (added & status::kDriverOk) {
     if (!(value & status::kFeaturesOk)) {
-      LogGuestError("DRIVER_OK set without FEATURES_OK; ignored");
+      LogGuestError(GuestError::kStatus, "DRIVER_OK set without FEATURES_OK; ignored");
       value &= ~status::kDriverOk;
     } else {
       Activation activation{driver_features_, queue_registers_};

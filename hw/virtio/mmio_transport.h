@@ -19,6 +19,7 @@
 // guest memory afterwards) or started.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -123,8 +124,12 @@ class MmioTransport final : public BusDevice {
   void NotifyQueue(uint64_t value);
   void RaiseInterrupt(uint32_t cause);
   void OnQueueBroken();
+  // Kinds of driver mistakes, each with its own log rate limit, so that a
+  // guest repeating one of them (say, writes to legacy registers) cannot
+  // hide the others from the log.
+  enum class GuestError { kRegisterAccess, kFeatures, kStatus, kQueueSetup, kNotify, kCount };
   template <typename... Args>
-  void LogGuestError(const Args&... args);
+  void LogGuestError(GuestError kind, const Args&... args);
 
   // Life cycle (mmio_transport_lifecycle.cc), main loop thread.
   void Submit(Operation operation);
@@ -156,7 +161,12 @@ class MmioTransport final : public BusDevice {
   // Outside the mutex: set by the threads that complete requests.
   std::atomic<uint32_t> interrupt_status_{0};
   std::atomic<bool> needs_reset_{false};
-  util::RateLimiter guest_error_log_limiter_{20, absl::Seconds(10)};
+  std::array<util::RateLimiter, static_cast<size_t>(GuestError::kCount)> guest_error_log_limiters_{
+      {{10, absl::Seconds(10)},
+       {10, absl::Seconds(10)},
+       {10, absl::Seconds(10)},
+       {10, absl::Seconds(10)},
+       {10, absl::Seconds(10)}}};
 
   // Main loop thread only.
   Dataplane dataplane_;
