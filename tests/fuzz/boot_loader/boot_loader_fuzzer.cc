@@ -1,0 +1,139 @@
+// Fuzzes the kernel/initrd loader (vmm/x86 LoadLinux): the input is a
+// hostile kernel file, a bzImage (setup header fields: sizes, versions,
+// alignment, pref_address, init_size, initrd_addr_max, cmdline_size) or an
+// ELF vmlinux (program headers, PT_NOTE with the PVH entry), loaded into a
+// 16 or 64 MiB guest with an initrd and a command line of a size the first
+// byte picks. Checks: errors name the kernel or initrd; a loaded bzImage
+// has its protected-mode bytes at 1 MiB and its initrd inside low RAM,
+// clear of the loaded kernel and of the area it decompresses into, as
+// boot.h promises; a PVH kernel starts at its entry with EBX at the
+// start-info structure.
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "hw/memory/guest_memory.h"
+#include "vmm/x86/boot.h"
+#include "vmm/x86/bzimage.h"
+#include "vmm/x86/little_endian.h"
+#include "vmm/x86/memory_layout.h"
+
+namespace {
+namespace x86 = kvmini::vmm::x86;
+
+void Require(bool condition) {
+  if (!condition) std::abort();
+}
+
+const kvmini::hw::GuestMemory& Memory(bool large) {
+  static kvmini::hw::GuestMemory* memories[2] = {};
+  kvmini::hw::GuestMemory*& memory = memories[large];
+  if (memory == nullptr) {
+    auto ranges = x86::GuestRamRanges(large ? 64 * x86::kMiB : 16 * x86::kMiB);
+    Require(ranges.ok());
+    auto allocated = kvmini::hw::GuestMemory::Allocate(*ranges);
+    Require(allocated.ok());
+    memory = allocated->release();
+  }
+  return *memory;
+}
+
+std::span<const uint8_t> Initrd(uint8_t choice) {
+  static constexpr uint64_t kSizes[] = {0, 1, 4095, 4096, (1 << 20) + 7, 15 << 20, 40 << 20, 512};
+  static const std::vector<uint8_t>* bytes = new std::vector<uint8_t>(40 << 20, 0x5A);
+  return std::span<const uint8_t>(*bytes).first(kSizes[choice % 8]);
+}
+
+std::string CommandLine(uint8_t choice) {
+  switch (choice % 4) {
+    case 0:
+      return "";
+    case 1:
+      return "console=ttyS0 root=/dev/vda";
+    case 2:
+      return std::string(2047, 'x');
+    default:
+      return std::string(5000, 'y');
+  }
+}
+
+bool Overlaps(uint64_t a, uint64_t a_length, uint64_t b, uint64_t b_length) {
+  return a < b + b_length && b < a + a_length;
+}
+
+void CheckBzImage(const kvmini::hw::GuestMemory& memory, std::span<const uint8_t> kernel,
+                  std::span<const uint8_t> initrd, const x86::BootState& state) {
+  auto image = x86::ParseBzImage(kernel, kernel.size(), "fuzz-kernel");
+  Require(image.ok());
+  Require(state.rip == x86::kKernelLoadAddress + x86::kKernel64BitEntryOffset);
+  Require(state.rsi == x86::kZeroPageAddress);
+  // The protected-mode kernel is at 1 MiB, byte for byte.
+  auto loaded = memory.HostSpan(x86::kKernelLoadAddress, image->protected_mode_size);
+  Require(loaded.has_value());
+  Require(std::memcmp(loaded->data(), kernel.data() + image->protected_mode_offset,
+                      image->protected_mode_size) == 0);
+  if (initrd.empty()) return;
+  auto ramdisk_image = memory.ReadObject<uint32_t>(x86::kZeroPageAddress + 0x218);
+  auto ramdisk_size = memory.ReadObject<uint32_t>(x86::kZeroPageAddress + 0x21C);
+  Require(ramdisk_image.ok() && ramdisk_size.ok() && *ramdisk_size == initrd.size());
+  const uint64_t address = *ramdisk_image;
+  Require(address % x86::kPageSize == 0);
+  Require(memory.Contains(address, initrd.size()));
+  Require(address + initrd.size() - 1 <= image->initrd_addr_max);
+  // Clear of the loaded kernel and of where it decompresses (computed
+  // without wrapping: a header cannot move that area by overflowing).
+  Require(!Overlaps(address, initrd.size(), x86::kKernelLoadAddress, image->protected_mode_size));
+  unsigned __int128 run_start = image->pref_address;
+  if (image->relocatable && image->kernel_alignment != 0) {
+    unsigned __int128 alignment = image->kernel_alignment;
+    unsigned __int128 aligned = (x86::kKernelLoadAddress + alignment - 1) / alignment * alignment;
+    if (aligned > run_start) run_start = aligned;
+  }
+  unsigned __int128 run_end = run_start + image->init_size;
+  Require(!(address < run_end && run_start < address + initrd.size()));
+  Require(std::memcmp(memory.HostSpan(address, initrd.size())->data(), initrd.data(),
+                      initrd.size()) == 0);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  // Byte 0: initrd size (bits 0-2), RSDP (3), memory (4), command line (5-6).
+  const uint8_t setup = data[0];
+  std::span<const uint8_t> kernel(data + 1, size - 1);
+  std::span<const uint8_t> initrd = Initrd(setup & 7);
+  std::string command_line = CommandLine(setup >> 5);
+  const kvmini::hw::GuestMemory& memory = Memory(setup & 0x10);
+
+  x86::LinuxBootConfig config{
+      .kernel = kernel,
+      .kernel_name = "fuzz-kernel",
+      .initrd = initrd,
+      .initrd_name = "fuzz-initrd",
+      .command_line = command_line,
+      .acpi_rsdp_address = setup & 8 ? x86::kRsdpAddress : 0,
+  };
+  absl::StatusOr<x86::BootState> state = x86::LoadLinux(memory, config);
+  if (!state.ok()) {
+    std::string message(state.status().message());
+    Require(message.find("fuzz-kernel") != std::string::npos ||
+            message.find("fuzz-initrd") != std::string::npos);
+    return 0;
+  }
+  const bool elf = kernel.size() >= 4 && std::memcmp(kernel.data(),
+                                                     "\x7F"
+                                                     "ELF",
+                                                     4) == 0;
+  if (elf) {
+    Require(state->rbx == x86::kPvhStartInfoAddress);
+    auto magic = memory.ReadObject<uint32_t>(x86::kPvhStartInfoAddress);
+    Require(magic.ok() && *magic == 0x336EC578);
+  } else {
+    CheckBzImage(memory, kernel, initrd, *state);
+  }
+  return 0;
+}
