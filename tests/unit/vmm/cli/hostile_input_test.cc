@@ -134,6 +134,10 @@ class HostileInputTest : public ::testing::Test {
       ASSERT_EQ(truncate((w + image).c_str(), 1 << 20), 0);
     }
     ASSERT_EQ(chmod((w + "ro.img").c_str(), 0444), 0);
+    // A valid header in front of 4 GiB (sparse): more than any --memory here.
+    std::vector<uint8_t> huge = TinyBzImage(42);
+    WriteFile(w + "huge-kernel", std::string(huge.begin(), huge.end()));
+    ASSERT_EQ(truncate((w + "huge-kernel").c_str(), 4ll << 30), 0);
     WriteFile(w + "big-initrd", "");
     ASSERT_EQ(truncate((w + "big-initrd").c_str(), 64 << 20), 0);
 
@@ -255,6 +259,11 @@ const Case kCases[] = {
     {"KernelEmpty", {"--kernel", "@/empty"}, "@/empty: the file is empty"},
     {"KernelNotAKernel", {"--kernel", "@/not-a-kernel"}, "@/not-a-kernel: not a bzImage"},
     {"KernelTruncated", {"--kernel", "@/truncated"}, "@/truncated: truncated"},
+    {"KernelIsACharacterDevice", {"--kernel", "/dev/zero"}, "/dev/zero: not a regular file"},
+    {"KernelLargerThanMemory",
+     {"--kernel", "@/huge-kernel", "--memory", "64M", "--serial", "file:@/serial.log"},
+     "@/huge-kernel",
+     true},
     {"KernelElfJunk", {"--kernel", "@/elf-junk", "--serial", "none"}, "@/elf-junk", true},
     {"InitrdMissing", {"--kernel", "@/kernel", "--initrd", "@/nope"}, "--initrd @/nope"},
     {"InitrdIsADirectory", {"--kernel", "@/kernel", "--initrd", "@/dir"}, "not a regular file"},
