@@ -30,6 +30,7 @@ block::BlockBackend::Completion OwnerCheckingBackend::Checked(Completion done) {
   return [this, done = std::move(done)](int status) mutable {
     CheckOwner("a completion ran", wrong_thread_completions_);
     completions_.fetch_add(1);
+    last_completion_unix_ns_.store(absl::ToUnixNanos(absl::Now()));
     std::move(done)(status);
   };
 }
@@ -145,7 +146,8 @@ absl::StatusOr<std::unique_ptr<HotstopTestbed>> HotstopTestbed::Create(
   testbed->device_type_ = options.device;
   absl::StatusOr<std::unique_ptr<block::BlockBackend>> real =
       testbed->Prepare(128 << 20, {.backend = TestBackend::kImageFile,
-                                   .image_bytes = options.image_bytes});
+                                   .image_bytes = options.image_bytes,
+                                   .block = options.block});
   if (!real.ok()) return real.status();
   auto checking = std::make_unique<OwnerCheckingBackend>(std::move(*real));
   testbed->backend_ = checking.get();

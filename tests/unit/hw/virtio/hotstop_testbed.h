@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "block/block_backend.h"
 #include "tests/harness/virtio_testbed.h"
 #include "util/aio_context.h"
@@ -47,6 +48,11 @@ class OwnerCheckingBackend final : public block::BlockBackend {
   uint64_t wrong_thread_starts() const { return wrong_thread_starts_.load(); }
   uint64_t wrong_thread_completions() const { return wrong_thread_completions_.load(); }
   uint64_t completions() const { return completions_.load(); }
+  // When the last completion ran (the Unix epoch before any): the end of the
+  // slowest I/O a dataplane stop had to wait for.
+  absl::Time last_completion() const {
+    return absl::FromUnixNanos(last_completion_unix_ns_.load());
+  }
   std::string first_violation() const;
 
  private:
@@ -59,6 +65,7 @@ class OwnerCheckingBackend final : public block::BlockBackend {
   std::atomic<uint64_t> wrong_thread_starts_{0};
   std::atomic<uint64_t> wrong_thread_completions_{0};
   std::atomic<uint64_t> completions_{0};
+  std::atomic<int64_t> last_completion_unix_ns_{0};
   mutable util::Mutex mutex_;
   std::string first_violation_ ABSL_GUARDED_BY(mutex_);
 };
@@ -101,6 +108,7 @@ struct HotstopTestbedOptions {
   uint16_t queue_size = 256;
   // The largest request a DiskPort sends (bytes).
   uint32_t max_request_bytes = 64 * 1024;
+  block::BlockOptions block = {};
   util::AioContext* iothread = nullptr;
 };
 
