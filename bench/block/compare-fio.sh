@@ -17,7 +17,8 @@
 # Usage: bench/block/compare-fio.sh [BUILD_DIR]   (default build/normal)
 # Environment: KVMINI_BENCH_SECONDS (per case, default 1.5), KVMINI_BENCH_REPEAT,
 #   KVMINI_BENCH_SHM_IMAGE, KVMINI_BENCH_DISK_IMAGE, KVMINI_BENCH_IMAGE_MIB (256).
-# The figures are kept as JSON in BUILD_DIR/block-bench-compare.json.
+# The figures are kept as JSON in BUILD_DIR/block-bench-compare.json (or
+# KVMINI_BENCH_JSON): each side's best run, and under "runs" every run.
 # "our CPU/IO" is the process's CPU time per I/O, io_uring's kernel workers
 # included (fio's own CPU figure leaves those out, so it is not shown).
 set -euo pipefail
@@ -84,13 +85,15 @@ for run in $(seq 1 "$repeat"); do
   fio_run psync_floor "$run" "$shm_image" randread 4k 1 0 psync
 done
 
-python3 - "$work" "$build/block-bench-compare.json" <<'EOF'
+python3 - "$work" "${KVMINI_BENCH_JSON:-$build/block-bench-compare.json}" <<'EOF'
 import glob, json, os, sys
 
 work, keep = sys.argv[1], sys.argv[2]
 ours, fio = {}, {}
+runs = {"ours": {}, "fio": {}}
 
 def keep_best(table, name, figures):
+    runs["ours" if table is ours else "fio"].setdefault(name, []).append(figures)
     if name not in table or figures["iops"] > table[name]["iops"]:
         table[name] = figures
 
@@ -106,7 +109,7 @@ for path in glob.glob(os.path.join(work, "fio-*.json")):
     job = json.load(open(path))["jobs"][0]
     side = job["write"] if job["write"]["io_bytes"] > 0 else job["read"]
     keep_best(fio, name, {"iops": side["iops"], "lat_us": side["lat_ns"]["mean"] / 1000})
-json.dump({"ours": ours, "fio": fio}, open(keep, "w"), indent=1)
+json.dump({"ours": ours, "fio": fio, "runs": runs}, open(keep, "w"), indent=1)
 
 rows = []
 print(f"{'case':34} {'ours IOPS':>10} {'ours lat':>9} {'fio IOPS':>10} {'fio lat':>9} "

@@ -4,7 +4,7 @@
 // io_uring backend -> used ring -> interrupt eventfd), next to fio's
 // io_uring engine on the same image in the same run. Prints QD1 latency and
 // QD32 IOPS for both and the device/fio ratios (target: at least 0.90 at
-// QD32). --json FILE also writes the figures.
+// QD32). --json FILE also writes the figures (medians and every round's IOPS).
 //
 //   device_bench [--device blk|scsi] [--seconds N] [--rounds N] [--image PATH]
 //                [--image-mib N] [--json FILE] [--inline on|off]
@@ -292,6 +292,16 @@ int main(int argc, char** argv) {
                        {"ratio_qd1", qd1_ratio},
                        {"ratio_qd32", qd32_ratio},
                        {"engine", engine}, {"rounds", options.rounds}};
+    // Every round's IOPS too, for min/median/max (bench/run-all.sh).
+    auto all_iops = [](const std::vector<Figures>& runs) {
+      nlohmann::json values = nlohmann::json::array();
+      for (const Figures& figures : runs) values.push_back(figures.iops);
+      return values;
+    };
+    out["round_iops"] = {{"fio_qd1", all_iops(fio_qd1_runs)},
+                         {"device_qd1", all_iops(device_qd1_runs)},
+                         {"fio_qd32", all_iops(fio_qd32_runs)},
+                         {"device_qd32", all_iops(device_qd32_runs)}};
     std::ofstream(options.json_path) << out.dump(2) << "\n";
   }
   return 0;

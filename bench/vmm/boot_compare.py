@@ -29,8 +29,12 @@ DEFAULT_CMDLINE = ("console=ttyS0 quiet reboot=k,panic_warm panic=-1 pci=off 825
                    "no_timer_check")
 
 
-def time_to_marker(command, timeout):
-    """Starts `command`, returns seconds until MARKER appears on its stdout."""
+def run_until_marker(command, marker, timeout):
+    """Starts `command`, reads its stdout until `marker` appears, then kills it.
+
+    Returns (seconds from start to the marker, everything read). Also used
+    by bench/guest_fio_compare.py.
+    """
     start = time.monotonic()
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, start_new_session=True)
@@ -49,14 +53,19 @@ def time_to_marker(command, timeout):
                 raise RuntimeError(f"{command[0]} ended (status {process.wait()}) before the "
                                    "marker:\n" + seen[-2000:].decode(errors="replace"))
             seen += chunk
-            if MARKER in seen:
-                return time.monotonic() - start
+            if marker in seen:
+                return time.monotonic() - start, seen
     finally:
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         process.wait()
+
+
+def time_to_marker(command, timeout):
+    """Starts `command`, returns seconds until MARKER appears on its stdout."""
+    return run_until_marker(command, MARKER, timeout)[0]
 
 
 def main():
