@@ -41,10 +41,13 @@ grep -qs 'kvmini-test: fio started' "$work/console" || fail "the guest did not s
 coproc CTL { "$ctl" --socket "$socket" --batch 2>&1; }
 # Sends one command; its answer (one JSON line) is left in $answer and
 # logged. Fails the test on an error answer unless the guest has finished.
+# ops.log: "SENT ANSWERED COMMAND... -> ANSWER" (times: $EPOCHREALTIME), read
+# by hotstop_stats.py for the latency figures.
 ctl() {
+	local sent=$EPOCHREALTIME
 	echo "$*" >&"${CTL[1]}"
 	IFS= read -r -t 120 answer <&"${CTL[0]}" || fail "no answer from kvmini-ctl to: $*"
-	echo "$EPOCHREALTIME $* -> $answer" >>"$work/ops.log"
+	echo "$sent $EPOCHREALTIME $* -> $answer" >>"$work/ops.log"
 	[[ $answer == *'"error"'* ]] && fail "kvmini-ctl $*: $answer"
 	return 0
 }
@@ -94,15 +97,9 @@ done
 [ "${KVMINI_HOTSTOP_CHURN:-1}" = 0 ] && ops=0
 churn_seconds=$(awk -v a="$churn_start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
 echo "host: $ops dataplane operations and $pauses stop/cont pairs in $churn_seconds s"
-# The durations each dataplane-stop reported while guest I/O was running.
-grep -o 'dataplane-stop device=[a-z0-9]* -> .*"last_stop_us":[0-9]*' "$work/ops.log" 2>/dev/null |
-	sed 's/.*"last_stop_us"://' | sort -n | awk '{ v[NR] = $1 } END {
-		if (NR == 0) exit
-		p99 = int(NR * 0.99); if (p99 < 1) p99 = 1
-		printf "host: dataplane-stop duration (us, guest I/O running): min %d, median %d, p99 %d, max %d (%d stops)\n",
-			v[1], v[int((NR + 1) / 2)], v[p99], v[NR], NR }'
-grep -o '^[0-9.]* stop -> .*"quiesce_us":[0-9]*' "$work/ops.log" 2>/dev/null |
-	sed 's/.*"quiesce_us"://' | sort -n | tr '\n' ' ' | sed 's/^/host: stop (pause + quiesce) durations, us: /; s/$/\n/'
+# Round trips of each command and the stop/start/move durations kvmini
+# measured while guest I/O was running (min/p50/p99/max).
+python3 "$here/hotstop_stats.py" "$work/ops.log"
 
 for _ in $(seq 600); do
 	guest_done && break
