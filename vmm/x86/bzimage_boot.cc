@@ -1,6 +1,7 @@
 #include "vmm/x86/bzimage_boot.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 #include "absl/strings/str_format.h"
@@ -27,7 +28,10 @@ absl::StatusOr<uint64_t> KernelFootprintEnd(const BzImage& kernel, std::string_v
       kernel.relocatable
           ? std::max(AlignUp(kKernelLoadAddress, kernel.kernel_alignment), kernel.pref_address)
           : kernel.pref_address;
-  const uint64_t run_end = run_start + kernel.init_size;
+  // pref_address comes from the file: saturate rather than wrap around,
+  // which would let a hostile header pass the RAM check below.
+  const uint64_t run_end =
+      run_start > UINT64_MAX - kernel.init_size ? UINT64_MAX : run_start + kernel.init_size;
   const uint64_t end = std::max(load_end, run_end);
   if (end > low_ram_end) {
     return absl::InvalidArgumentError(absl::StrFormat(
