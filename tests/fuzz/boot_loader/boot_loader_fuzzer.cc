@@ -8,6 +8,7 @@
 // clear of the loaded kernel and of the area it decompresses into, as
 // boot.h promises; a PVH kernel starts at its entry with EBX at the
 // start-info structure.
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "hw/memory/guest_memory.h"
+#include "tests/fuzz/common/fuzz_check.h"
 #include "vmm/x86/boot.h"
 #include "vmm/x86/bzimage.h"
 #include "vmm/x86/little_endian.h"
@@ -24,18 +26,14 @@
 namespace {
 namespace x86 = kvmini::vmm::x86;
 
-void Require(bool condition) {
-  if (!condition) std::abort();
-}
-
 const kvmini::hw::GuestMemory& Memory(bool large) {
   static kvmini::hw::GuestMemory* memories[2] = {};
   kvmini::hw::GuestMemory*& memory = memories[large];
   if (memory == nullptr) {
     auto ranges = x86::GuestRamRanges(large ? 64 * x86::kMiB : 16 * x86::kMiB);
-    Require(ranges.ok());
+    FUZZ_REQUIRE(ranges.ok());
     auto allocated = kvmini::hw::GuestMemory::Allocate(*ranges);
-    Require(allocated.ok());
+    FUZZ_REQUIRE(allocated.ok());
     memory = allocated->release();
   }
   return *memory;
@@ -67,25 +65,16 @@ bool Overlaps(uint64_t a, uint64_t a_length, uint64_t b, uint64_t b_length) {
 void CheckBzImage(const kvmini::hw::GuestMemory& memory, std::span<const uint8_t> kernel,
                   std::span<const uint8_t> initrd, const x86::BootState& state) {
   auto image = x86::ParseBzImage(kernel, kernel.size(), "fuzz-kernel");
-  Require(image.ok());
-  Require(state.rip == x86::kKernelLoadAddress + x86::kKernel64BitEntryOffset);
-  Require(state.rsi == x86::kZeroPageAddress);
+  FUZZ_REQUIRE(image.ok());
+  FUZZ_REQUIRE(state.rip == x86::kKernelLoadAddress + x86::kKernel64BitEntryOffset);
+  FUZZ_REQUIRE(state.rsi == x86::kZeroPageAddress);
   // The protected-mode kernel is at 1 MiB, byte for byte.
   auto loaded = memory.HostSpan(x86::kKernelLoadAddress, image->protected_mode_size);
-  Require(loaded.has_value());
-  Require(std::memcmp(loaded->data(), kernel.data() + image->protected_mode_offset,
-                      image->protected_mode_size) == 0);
-  if (initrd.empty()) return;
-  auto ramdisk_image = memory.ReadObject<uint32_t>(x86::kZeroPageAddress + 0x218);
-  auto ramdisk_size = memory.ReadObject<uint32_t>(x86::kZeroPageAddress + 0x21C);
-  Require(ramdisk_image.ok() && ramdisk_size.ok() && *ramdisk_size == initrd.size());
-  const uint64_t address = *ramdisk_image;
-  Require(address % x86::kPageSize == 0);
-  Require(memory.Contains(address, initrd.size()));
-  Require(address + initrd.size() - 1 <= image->initrd_addr_max);
-  // Clear of the loaded kernel and of where it decompresses (computed
-  // without wrapping: a header cannot move that area by overflowing).
-  Require(!Overlaps(address, initrd.size(), x86::kKernelLoadAddress, image->protected_mode_size));
+  FUZZ_REQUIRE(loaded.has_value());
+  FUZZ_REQUIRE(std::memcmp(loaded->data(), kernel.data() + image->protected_mode_offset,
+                           image->protected_mode_size) == 0);
+  // Where it decompresses (computed without wrapping: a header cannot move
+  // that area by overflowing) must be RAM below the 3 GiB hole.
   unsigned __int128 run_start = image->pref_address;
   if (image->relocatable && image->kernel_alignment != 0) {
     unsigned __int128 alignment = image->kernel_alignment;
@@ -93,9 +82,22 @@ void CheckBzImage(const kvmini::hw::GuestMemory& memory, std::span<const uint8_t
     if (aligned > run_start) run_start = aligned;
   }
   unsigned __int128 run_end = run_start + image->init_size;
-  Require(!(address < run_end && run_start < address + initrd.size()));
-  Require(std::memcmp(memory.HostSpan(address, initrd.size())->data(), initrd.data(),
-                      initrd.size()) == 0);
+  uint64_t low_ram_end = std::min<uint64_t>(memory.regions()[0].size, 3 * x86::kGiB);
+  FUZZ_REQUIRE(run_end <= low_ram_end);
+  if (initrd.empty()) return;
+  auto ramdisk_image = memory.ReadObject<uint32_t>(x86::kZeroPageAddress + 0x218);
+  auto ramdisk_size = memory.ReadObject<uint32_t>(x86::kZeroPageAddress + 0x21C);
+  FUZZ_REQUIRE(ramdisk_image.ok() && ramdisk_size.ok() && *ramdisk_size == initrd.size());
+  const uint64_t address = *ramdisk_image;
+  FUZZ_REQUIRE(address % x86::kPageSize == 0);
+  FUZZ_REQUIRE(memory.Contains(address, initrd.size()));
+  FUZZ_REQUIRE(address + initrd.size() - 1 <= image->initrd_addr_max);
+  // Clear of the loaded kernel and of where it decompresses.
+  FUZZ_REQUIRE(
+      !Overlaps(address, initrd.size(), x86::kKernelLoadAddress, image->protected_mode_size));
+  FUZZ_REQUIRE(!(address < run_end && run_start < address + initrd.size()));
+  FUZZ_REQUIRE(std::memcmp(memory.HostSpan(address, initrd.size())->data(), initrd.data(),
+                           initrd.size()) == 0);
 }
 
 }  // namespace
@@ -120,8 +122,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   absl::StatusOr<x86::BootState> state = x86::LoadLinux(memory, config);
   if (!state.ok()) {
     std::string message(state.status().message());
-    Require(message.find("fuzz-kernel") != std::string::npos ||
-            message.find("fuzz-initrd") != std::string::npos);
+    FUZZ_REQUIRE(message.find("fuzz-kernel") != std::string::npos ||
+                 message.find("fuzz-initrd") != std::string::npos);
     return 0;
   }
   const bool elf = kernel.size() >= 4 && std::memcmp(kernel.data(),
@@ -129,9 +131,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                                      "ELF",
                                                      4) == 0;
   if (elf) {
-    Require(state->rbx == x86::kPvhStartInfoAddress);
+    FUZZ_REQUIRE(state->rbx == x86::kPvhStartInfoAddress);
     auto magic = memory.ReadObject<uint32_t>(x86::kPvhStartInfoAddress);
-    Require(magic.ok() && *magic == 0x336EC578);
+    FUZZ_REQUIRE(magic.ok() && *magic == 0x336EC578);
   } else {
     CheckBzImage(memory, kernel, initrd, *state);
   }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "hw/virtio/virtio_constants.h"
+#include "tests/fuzz/common/fuzz_check.h"
 #include "tests/fuzz/common/fuzz_main_loop.h"
 
 namespace kvmini::fuzz {
@@ -15,16 +16,28 @@ namespace {
 namespace mmio = hw::virtio::mmio;
 namespace status = hw::virtio::status;
 
-void Require(bool condition) {
-  if (!condition) std::abort();
+// Guest RAM as it was at the last TakeSnapshot(); one buffer for the
+// process, so the check costs two copies of 132 KiB and no allocation.
+std::vector<uint8_t>& Snapshot() {
+  static std::vector<uint8_t>* snapshot = new std::vector<uint8_t>();
+  return *snapshot;
 }
 
-std::vector<uint8_t> SnapshotRam() {
-  std::vector<uint8_t> bytes;
+void TakeSnapshot() {
+  std::vector<uint8_t>& snapshot = Snapshot();
+  snapshot.clear();
   for (const hw::GuestMemory::Region& region : FuzzGuestMemory().regions()) {
-    bytes.insert(bytes.end(), region.host, region.host + region.size);
+    snapshot.insert(snapshot.end(), region.host, region.host + region.size);
   }
-  return bytes;
+}
+
+bool RamMatchesSnapshot() {
+  const uint8_t* expected = Snapshot().data();
+  for (const hw::GuestMemory::Region& region : FuzzGuestMemory().regions()) {
+    if (std::memcmp(region.host, expected, region.size) != 0) return false;
+    expected += region.size;
+  }
+  return true;
 }
 }  // namespace
 
@@ -35,9 +48,9 @@ DeviceFixture::DeviceFixture(MakeDevice make_device, uint64_t disk_bytes, bool r
   auto backend = std::make_unique<test::MemoryBlockBackend>(disk_bytes, read_only, main);
   backend_ = backend.get();
   std::unique_ptr<hw::virtio::VirtioDevice> device = make_device(std::move(backend));
-  Require(device != nullptr);
+  FUZZ_REQUIRE(device != nullptr);
   auto transport = hw::virtio::MmioTransport::Create(FuzzGuestMemory(), std::move(device), {});
-  Require(transport.ok());
+  FUZZ_REQUIRE(transport.ok());
   transport_ = std::move(*transport);
 }
 
@@ -71,7 +84,7 @@ void DeviceFixture::BringUp(uint64_t wanted, uint32_t queue_size, uint16_t queue
     Write32(mmio::kDriverFeatures, static_cast<uint32_t>(accepted >> (32 * half)));
   }
   Write32(mmio::kStatus, status::kAcknowledge | status::kDriver | status::kFeaturesOk);
-  Require(Read32(mmio::kStatus) & status::kFeaturesOk);
+  FUZZ_REQUIRE(Read32(mmio::kStatus) & status::kFeaturesOk);
   // A driver lays its rings out afresh after a reset.
   driver_.Clear();
   std::vector<uint8_t> zeroes(layout::kDataArea - layout::kRingArea);
@@ -96,22 +109,22 @@ void DeviceFixture::BringUp(uint64_t wanted, uint32_t queue_size, uint16_t queue
 
 void DeviceFixture::Settle() {
   RunUntilIdle();
-  Require(transport_->dataplane_status().in_flight == 0);
+  FUZZ_REQUIRE(transport_->dataplane_status().in_flight == 0);
 }
 
 void DeviceFixture::ResetAndCheck() {
   Write32(mmio::kStatus, 0);
-  Require(Read32(mmio::kStatus) == 0);
-  Require(Read32(mmio::kInterruptStatus) == 0);
-  Require(transport_->dataplane_status().in_flight == 0);
+  FUZZ_REQUIRE(Read32(mmio::kStatus) == 0);
+  FUZZ_REQUIRE(Read32(mmio::kInterruptStatus) == 0);
+  FUZZ_REQUIRE(transport_->dataplane_status().in_flight == 0);
   // Kicks after a reset must not reach the stopped queues.
-  std::vector<uint8_t> before = SnapshotRam();
+  TakeSnapshot();
   for (const auto& notifier : transport_->queue_notifiers()) {
     uint64_t one = 1;
-    Require(write(notifier.fd, &one, sizeof(one)) == sizeof(one));
+    FUZZ_REQUIRE(write(notifier.fd, &one, sizeof(one)) == sizeof(one));
   }
   RunUntilIdle();
-  Require(SnapshotRam() == before);
+  FUZZ_REQUIRE(RamMatchesSnapshot());
 }
 
 void DeviceFixture::RunOps(FuzzInput& input) {
@@ -132,7 +145,7 @@ void DeviceFixture::RunDeviceOp(uint8_t op, FuzzInput& input) {
       uint8_t queue = input.U8();
       auto notifiers = transport_->queue_notifiers();
       uint64_t one = 1;
-      Require(write(notifiers[queue % notifiers.size()].fd, &one, sizeof(one)) == sizeof(one));
+      FUZZ_REQUIRE(write(notifiers[queue % notifiers.size()].fd, &one, sizeof(one)) == sizeof(one));
       return;
     }
     case 1: {

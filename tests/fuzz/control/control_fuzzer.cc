@@ -17,15 +17,17 @@ struct Fixture {
     char dir_template[] = "/tmp/kvmini-fuzz-XXXXXX";
     dir = mkdtemp(dir_template);
     server = std::move(*kvmini::vmm::ControlServer::Create(dir + "/control.sock", *main));
-    server->AddCommand("echo", [](const nlohmann::json& arguments)
-                                   -> absl::StatusOr<nlohmann::json> { return arguments; });
-    server->AddCommand("device", [](const nlohmann::json& arguments)
-                                     -> absl::StatusOr<nlohmann::json> {
-      if (!arguments.contains("device") || !arguments["device"].is_string()) {
-        return absl::InvalidArgumentError("'device' must be a string");
-      }
-      return absl::NotFoundError("no device '" + arguments["device"].get<std::string>() + "'");
-    });
+    server->AddCommand("echo",
+                       [](const nlohmann::json& arguments) -> absl::StatusOr<nlohmann::json> {
+                         return arguments;
+                       });
+    server->AddCommand(
+        "device", [](const nlohmann::json& arguments) -> absl::StatusOr<nlohmann::json> {
+          if (!arguments.contains("device") || !arguments["device"].is_string()) {
+            return absl::InvalidArgumentError("'device' must be a string");
+          }
+          return absl::NotFoundError("no device '" + arguments["device"].get<std::string>() + "'");
+        });
   }
   std::unique_ptr<kvmini::util::AioContext> main;
   std::string dir;

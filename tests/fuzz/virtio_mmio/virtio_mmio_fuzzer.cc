@@ -18,6 +18,7 @@
 #include "hw/virtio/virtio_constants.h"
 #include "hw/virtio/virtio_scsi.h"
 #include "tests/fuzz/common/device_fixture.h"
+#include "tests/fuzz/common/fuzz_check.h"
 #include "tests/fuzz/common/fuzz_input.h"
 
 namespace {
@@ -26,10 +27,6 @@ using kvmini::fuzz::FuzzInput;
 using kvmini::fuzz::GuestDriver;
 namespace mmio = kvmini::hw::virtio::mmio;
 namespace status = kvmini::hw::virtio::status;
-
-void Require(bool condition) {
-  if (!condition) std::abort();
-}
 
 class RegisterDriver {
  public:
@@ -80,21 +77,22 @@ class RegisterDriver {
     fixture_.transport().Read(offset, {reinterpret_cast<uint8_t*>(&value), size});
     if (offset >= mmio::kConfig) return;
     if (size != 4 || offset % 4 != 0) {
-      Require(value == 0);
+      FUZZ_REQUIRE(value == 0);
       return;
     }
     switch (offset) {
       case mmio::kMagicValue:
-        Require(value == mmio::kMagic);
+        FUZZ_REQUIRE(value == mmio::kMagic);
         break;
       case mmio::kVersion:
-        Require(value == mmio::kVersion2);
+        FUZZ_REQUIRE(value == mmio::kVersion2);
         break;
       case mmio::kVendorId:
-        Require(value == mmio::kVendor);
+        FUZZ_REQUIRE(value == mmio::kVendor);
         break;
       case mmio::kStatus:
-        Require((value & ~uint64_t{status::kDeviceNeedsReset}) == (value & written_status_));
+        FUZZ_REQUIRE((value & ~uint64_t{status::kDeviceNeedsReset} & ~uint64_t{written_status_}) ==
+                     0);
         break;
       default:
         break;
@@ -104,12 +102,12 @@ class RegisterDriver {
   void AfterStatusWrite(uint8_t value) {
     if (value == 0) {
       written_status_ = 0;
-      Require(fixture_.Read32(mmio::kStatus) == 0);
+      FUZZ_REQUIRE(fixture_.Read32(mmio::kStatus) == 0);
       return;
     }
     written_status_ |= value;
     uint32_t now = fixture_.Read32(mmio::kStatus);
-    Require((now & ~uint32_t{status::kDeviceNeedsReset} & ~uint32_t{written_status_}) == 0);
+    FUZZ_REQUIRE((now & ~uint32_t{status::kDeviceNeedsReset} & ~uint32_t{written_status_}) == 0);
   }
 
   void SetUpQueue(FuzzInput& input) {
@@ -117,7 +115,7 @@ class RegisterDriver {
     uint32_t queue = choice % (num_queues_ + 1);  // one past the last: absent
     fixture_.Write32(mmio::kQueueSel, queue);
     uint32_t max = fixture_.Read32(mmio::kQueueNumMax);
-    Require((max == 0) == (queue >= num_queues_));
+    FUZZ_REQUIRE((max == 0) == (queue >= num_queues_));
     uint32_t size = choice & 0x80 ? input.U16() : 1u << ((choice >> 3) % 10);
     kvmini::fuzz::RingAddresses ring = GuestDriver::StandardRing(queue, size);
     if (choice & 0x40) {

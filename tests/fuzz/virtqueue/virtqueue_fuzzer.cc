@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "hw/virtio/virtqueue.h"
+#include "tests/fuzz/common/fuzz_check.h"
 #include "tests/fuzz/common/fuzz_input.h"
 #include "tests/fuzz/common/fuzz_main_loop.h"
 #include "tests/fuzz/common/guest_driver.h"
@@ -26,10 +27,6 @@ using kvmini::hw::virtio::DescriptorChain;
 using kvmini::hw::virtio::UsedElement;
 using kvmini::hw::virtio::Virtqueue;
 using kvmini::hw::virtio::VirtqueueConfig;
-
-void Require(bool condition) {
-  if (!condition) std::abort();
-}
 
 bool Overlaps(uint64_t a, uint64_t a_length, uint64_t b, uint64_t b_length) {
   return a < b + b_length && b < a + a_length;
@@ -61,9 +58,9 @@ class Harness {
     config.used_ring = ring.used_ring;
     event_idx_ = flags & 1;
     bool configured = queue_.Configure(config, event_idx_, /*indirect_desc=*/flags & 2).ok();
-    Require(configured == queue_.configured());
-    Require(configured != queue_.broken());
-    Require(broken_reports_ == (configured ? 0 : 1));
+    FUZZ_REQUIRE(configured == queue_.configured());
+    FUZZ_REQUIRE(configured != queue_.broken());
+    FUZZ_REQUIRE(broken_reports_ == (configured ? 0 : 1));
     if (!configured) return;
     ring.size = config.size;
     driver_.AddRing(ring);
@@ -116,34 +113,34 @@ class Harness {
 
  private:
   void CheckChain(const DescriptorChain& chain) {
-    Require(chain.head < ring_.size);
+    FUZZ_REQUIRE(chain.head < ring_.size);
     bool seen_writable = false;
     bool order_defect = false;
     for (const auto& buffer : chain.buffers) {
       auto host = memory_.HostSpan(buffer.guest_address, buffer.length);
       if (buffer.host != nullptr) {
-        Require(host.has_value() && host->data() == buffer.host);
+        FUZZ_REQUIRE(host.has_value() && host->data() == buffer.host);
       } else {
-        Require(!chain.defect.empty());
+        FUZZ_REQUIRE(!chain.defect.empty());
       }
       if (!buffer.writable && seen_writable) order_defect = true;
       seen_writable |= buffer.writable;
     }
-    if (order_defect) Require(!chain.defect.empty());
+    if (order_defect) FUZZ_REQUIRE(!chain.defect.empty());
     if (!chain.defect.empty()) return;
-    Require(chain.TotalLength(false) + chain.TotalLength(true) <= 0xffffffffull);
+    FUZZ_REQUIRE(chain.TotalLength(false) + chain.TotalLength(true) <= 0xffffffffull);
     // The accessors a device uses on a sound chain stay inside its buffers.
     uint8_t scratch[512];
     uint64_t readable = chain.TotalLength(false);
     uint64_t offset = readable / 2;
     size_t copied = chain.CopyFromReadable(offset, scratch);
-    Require(copied == std::min<uint64_t>(sizeof(scratch), readable - offset));
+    FUZZ_REQUIRE(copied == std::min<uint64_t>(sizeof(scratch), readable - offset));
     std::fill(std::begin(scratch), std::end(scratch), 0xA5);
     uint64_t writable = chain.TotalLength(true);
     copied = chain.CopyToWritable(writable / 3, scratch);
-    Require(copied == std::min<uint64_t>(sizeof(scratch), writable - writable / 3));
+    FUZZ_REQUIRE(copied == std::min<uint64_t>(sizeof(scratch), writable - writable / 3));
     if (uint8_t* last = chain.LastWritableByte()) {
-      Require(last == chain.buffers.back().host + chain.buffers.back().length - 1);
+      FUZZ_REQUIRE(last == chain.buffers.back().host + chain.buffers.back().length - 1);
       *last = 0;
     }
   }
@@ -151,8 +148,8 @@ class Harness {
   void Pop() {
     bool was_broken = queue_.broken();
     Virtqueue::PopResult result = queue_.Pop(chain_);
-    if (was_broken && queue_.configured()) Require(result == Virtqueue::PopResult::kBroken);
-    if (result == Virtqueue::PopResult::kBroken) Require(queue_.broken());
+    if (was_broken && queue_.configured()) FUZZ_REQUIRE(result == Virtqueue::PopResult::kBroken);
+    if (result == Virtqueue::PopResult::kBroken) FUZZ_REQUIRE(queue_.broken());
     if (result != Virtqueue::PopResult::kChain) return;
     CheckChain(chain_);
     popped_.push_back(chain_.head);
@@ -163,7 +160,7 @@ class Harness {
     queue_.Push(head, written);
     ++pushed_;
     auto element = memory_.ReadObject<UsedElement>(slot);
-    Require(element.ok() && element->id == head && element->length == written);
+    FUZZ_REQUIRE(element.ok() && element->id == head && element->length == written);
   }
 
   void PushOldest(uint32_t written) {
@@ -183,9 +180,9 @@ class Harness {
       published_ += unpublished_;
       unpublished_ = 0;
       auto used_index = memory_.LoadAcquire<uint16_t>(ring_.used_ring + 2);
-      Require(used_index && *used_index == static_cast<uint16_t>(pushed_));
+      FUZZ_REQUIRE(used_index && *used_index == static_cast<uint16_t>(pushed_));
     }
-    if (want) Require(notifications_ == before + 1);
+    if (want) FUZZ_REQUIRE(notifications_ == before + 1);
   }
 
   void Serve() {
@@ -212,9 +209,9 @@ class Harness {
   }
 
   void CheckCounts() {
-    Require(broken_reports_ <= 1);
-    Require(queue_.broken() == (broken_reports_ == 1));
-    Require(queue_.in_flight() == popped_.size() + unpublished_);
+    FUZZ_REQUIRE(broken_reports_ <= 1);
+    FUZZ_REQUIRE(queue_.broken() == (broken_reports_ == 1));
+    FUZZ_REQUIRE(queue_.in_flight() == popped_.size() + unpublished_);
   }
 
   const kvmini::hw::GuestMemory& memory_;
