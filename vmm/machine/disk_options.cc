@@ -186,6 +186,11 @@ absl::StatusOr<DiskSpec> ParseDiskSpec(DiskType type, absl::string_view text) {
 }
 
 absl::Status ValidateIoThreadIds(const std::vector<std::string>& iothreads) {
+  if (iothreads.size() > kMaxIoThreads) {
+    return absl::InvalidArgumentError(absl::StrCat("--iothread given ", iothreads.size(),
+                                                   " times; kvmini runs at most ", kMaxIoThreads,
+                                                   " IOThreads"));
+  }
   std::set<std::string> seen;
   for (const std::string& id : iothreads) {
     if (!IsValidId(id)) {

@@ -45,6 +45,10 @@ inline constexpr size_t kMaxBlkSerialBytes = 20;
 inline constexpr size_t kMaxScsiSerialBytes = 36;
 inline constexpr uint16_t kMaxDiskQueues = 64;
 inline constexpr size_t kMaxIdBytes = 32;
+// Each IOThread is a host thread with its own event loop; a disk's queues
+// all run on one of them, so more than a few per disk slot is never
+// useful, and thousands would exhaust the host's threads.
+inline constexpr size_t kMaxIoThreads = 64;
 
 // One --blk/--scsi value on its own: keys, values and ranges. The id is left
 // empty when not given (ValidateDisks picks the default).
@@ -54,7 +58,7 @@ absl::StatusOr<DiskSpec> ParseDiskSpec(DiskType type, absl::string_view text);
 // digits, '-', '_' and '.', starting with a letter.
 bool IsValidId(absl::string_view id);
 
-// Checks the --iothread ids (valid, no duplicates).
+// Checks the --iothread ids (valid, no duplicates, at most kMaxIoThreads).
 absl::Status ValidateIoThreadIds(const std::vector<std::string>& iothreads);
 
 // Everything about the disks together, in the order the guest will see

@@ -249,6 +249,15 @@ class HostileInputTest : public ::testing::Test {
   int live_socket_ = -1;
 };
 
+std::vector<std::string> ManyIothreads(int count) {
+  std::vector<std::string> arguments = {"--kernel", "@/kernel"};
+  for (int i = 0; i < count; ++i) {
+    arguments.push_back("--iothread");
+    arguments.push_back("io" + std::to_string(i));
+  }
+  return arguments;
+}
+
 const Case kCases[] = {
     // Files given for the kernel and initrd.
     {"NoKernel", {}, "--kernel is required"},
@@ -303,6 +312,7 @@ const Case kCases[] = {
     {"DuplicateIothread",
      {"--kernel", "@/kernel", "--iothread", "io0", "--iothread", "io0"},
      "--iothread io0: given twice"},
+    {"TooManyIothreads", ManyIothreads(65), "--iothread given 65 times"},
     {"ImageMissing", {"--kernel", "@/kernel", "--blk", "path=@/nope.img"}, "@/nope.img"},
     {"ImageIsADirectory", {"--kernel", "@/kernel", "--scsi", "path=@/dir"}, "@/dir"},
     {"ReadOnlyImageIsAFifo",
