@@ -28,8 +28,8 @@ ABSL_FLAG(std::string, serial, "stdio",
           "Guest serial console (COM1): stdio (output to stdout, keyboard input to the "
           "guest, terminal in raw mode; Ctrl-C stops kvmini), file:PATH (output only), none.");
 ABSL_FLAG(std::string, iothread, "",
-          "Creates an IOThread named ID (repeatable, up to 64): an event loop of its own that disks "
-          "given iothread=ID serve their queues from.");
+          "Creates an IOThread named ID (repeatable, up to 64): an event loop of its own that "
+          "disks given iothread=ID serve their queues from.");
 ABSL_FLAG(std::string, blk, "",
           "Adds a virtio-blk disk (repeatable; the first is /dev/vda): "
           "path=IMG[,id=ID][,iothread=ID][,readonly=on][,direct=on][,queues=N][,serial=STR]"
