@@ -72,6 +72,7 @@ if [ "$quick" = 1 ]; then
   block_env=(KVMINI_BENCH_REPEAT=1 KVMINI_BENCH_SECONDS=0.3 KVMINI_BENCH_IMAGE_MIB=32)
   device_args=(--rounds 1 --seconds 1 --image-mib 32)
   startup_runs=5
+  hotstop_args=(--rounds 100)
   boot_runs=1
   guest_fio_args=(--runs 1 --fio-seconds 1 --fio-ramp 0 --image-mib 32)
 else
@@ -79,6 +80,7 @@ else
   block_env=(KVMINI_BENCH_REPEAT=5 KVMINI_BENCH_SECONDS=1 KVMINI_BENCH_IMAGE_MIB=256)
   device_args=(--rounds 5 --seconds 2 --image-mib 256)
   startup_runs=30
+  hotstop_args=(--rounds 2000)
   boot_runs=5
   guest_fio_args=(--runs 5 --fio-seconds 3 --fio-ramp 1 --image-mib 256)
 fi
@@ -141,7 +143,8 @@ else
   echo "skipped: start-up needs /dev/kvm, which this machine lacks" >"$raw/startup-skipped.txt"
 fi
 if [ -x "$hotstop_bench" ]; then
-  step hotstop "$hotstop_bench"
+  mkdir -p "$raw/hotstop"
+  step hotstop "$hotstop_bench" "${hotstop_args[@]}" --out "$raw/hotstop"
 else
   echo "no hot-stop benchmark in this build ($hotstop_bench)" >"$raw/hotstop-missing.txt"
 fi

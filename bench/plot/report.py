@@ -85,8 +85,9 @@ class Report:
         with open(os.path.join(self.raw, name)) as data:
             return json.load(data)
 
-    def section(self, step, heading, build):
-        """Adds `heading`, then build() or a line saying why it is missing."""
+    def section(self, step, heading, build, command_steps=None):
+        """Adds `heading`, then build() or a line saying why it is missing, and the
+        commands of `command_steps` (default: `step`)."""
         self.add(f"\n## {heading}\n")
         code = self.status.get(step, (None, 0))[0]
         log = os.path.join(self.raw, f"{step}.log")
@@ -103,8 +104,11 @@ class Report:
             self.add(f"**Not measured: the figures of `{step}` are missing or unreadable "
                      f"({type(error).__name__}: {error}).**\n")
             return
-        if step in self.commands:
-            self.add(f"\nCommand: `{self.commands[step]}`\n")
+        commands = [self.commands[name] for name in command_steps or [step]
+                    if name in self.commands]
+        if commands:
+            self.add(f"\nCommand{'s' if len(commands) > 1 else ''}: "
+                     + ", ".join(f"`{command}`" for command in commands) + "\n")
 
     def plot(self, rows, name, heading, ylabel, first, second, log=False):
         self.plots.append((rows, name, heading, ylabel, first, second, log))
@@ -193,8 +197,6 @@ class Report:
                  "mean latency of the median round in us.\n\n")
         self.add(table(["device", "depth", "device path IOPS", "fio IOPS", "ratio",
                         "device lat us", "fio lat us"], rows))
-        self.add(f"\nCommands: `{self.commands.get('device-blk', '')}`, "
-                 f"`{self.commands.get('device-scsi', '')}`\n")
         self.plot(plot_rows, "device.png", "Device path vs fio (IOPS)", "IOPS",
                   "device path", "fio io_uring", log=True)
 
@@ -211,12 +213,27 @@ class Report:
                        [[label, triple(data[key])] for key, label in names]))
 
     def hotstop(self):
-        text = open(os.path.join(self.raw, "hotstop.log")).read().strip()
-        if not text:
-            raise ValueError("no output")
-        self.add("Output of the hot-stop benchmark (dataplane stop/start latency in the "
-                 "harness, a host process):\n\n```\n" + text + "\n```\n")
-
+        rows, notes = [], []
+        for line in open(os.path.join(self.raw, "hotstop.log")):
+            match = re.match(r"(\w+)\s+(\w+)\s+(\S+)\s+min ([\d.]+) us, p50 ([\d.]+) us, "
+                             r"p99 ([\d.]+) us, max ([\d.]+) us \(n=(\d+)\)", line)
+            if match:
+                device, load, what, *figures, count = match.groups()
+                rows.append([f"virtio-{device}", load, what,
+                             *(number(float(figure)) for figure in figures), count])
+            elif "requests in the device" in line:
+                notes.append(" ".join(line.split()))
+        if not rows:
+            raise ValueError("no latency lines in hotstop.log")
+        self.add("Dataplane stop (IOThread -> main loop) and start (back) as the operator "
+                 "sees them, in the device harness (a host process), idle and with a driver "
+                 "thread keeping 32 requests in flight; microseconds. "
+                 "`stop-minus-slowest-in-flight` is the stop's own cost beyond waiting for "
+                 "the slowest request in flight (targets: idle stop+start p99 under 1000 us; "
+                 "under load, stop bounded by the in-flight I/O).\n\n")
+        self.add(table(["device", "load", "operation", "min", "p50", "p99", "max", "n"], rows))
+        if notes:
+            self.add("\n" + "".join(f"- {note}\n" for note in notes))
     # ---- the rig --------------------------------------------------------------------
 
     def boot(self):
@@ -315,7 +332,8 @@ class Report:
         self.add("\n# Host-process benchmarks (real figures for this machine)\n")
         self.section("util", "Event loop: cross-thread round trips", self.util)
         self.section("block", "Block backend vs fio", self.block)
-        self.section("device-blk", "Device path (virtio-blk, virtio-scsi) vs fio", self.device)
+        self.section("device-blk", "Device path (virtio-blk, virtio-scsi) vs fio", self.device,
+                     ["device-blk", "device-scsi"])
         if self.status.get("device-scsi", (0, 0))[0] != 0:
             self.failed.append("device-scsi")
             self.add("\n**virtio-scsi figures: device_bench --device scsi failed (see "
