@@ -71,7 +71,7 @@ class Program:
     def notify_register(self, size, value):
         return self.raw(u8(self.device_base + 1) + u8(size - 1) + u64(value))
 
-    def settle(self):
+    def run_loop(self):
         return self.raw(u8(self.device_base + 2))
 
     def fail_disk(self, count, error_index=0):
@@ -85,6 +85,12 @@ class Program:
 
     def bring_up_again(self):
         return self.raw(u8(self.device_base + 6))
+
+    def hold(self):
+        return self.raw(u8(self.device_base + 7))
+
+    def release(self):
+        return self.raw(u8(self.device_base + 8))
 
 
 def write_seeds(target, seeds):
@@ -149,7 +155,7 @@ def virtio_blk_seeds():
     p.chain(0, [(16, False, blk_header(1, 3)), (512, False, b'written by the fuzzer'),
                 (1, True, None)])
     p.chain(0, [(16, False, blk_header(0, 3)), (512, True, None), (1, True, None)])
-    p.kick(0).settle()
+    p.kick(0).run_loop()
     seeds['write-read'] = p.data
     p = start()
     p.chain(0, [(16, False, blk_header(0, 0)), (4096, True, None), (1, True, None)],
@@ -164,20 +170,27 @@ def virtio_blk_seeds():
     p.chain(0, [(16, False, blk_header(13, 0)), (32, False, u64(8) + u32(8) + u32(1)
                                                  + u64(120) + u32(8) + u32(0)), (1, True, None)])
     p.chain(0, [(16, False, blk_header(99, 0)), (1, True, None)])
-    p.kick(0).settle()
+    p.kick(0).run_loop()
     seeds['discard-zeroes-unsupported'] = p.data
     p = start(setup=1 | (3 << 2))  # two queues of 8
     p.fail_disk(2).chain(1, [(16, False, blk_header(0, 1)), (512, True, None), (1, True, None)])
     p.chain(0, [(16, False, blk_header(1, 200)), (512, False, b''), (1, True, None)])
-    p.kick(1).notify_register(2, 0).settle().config_read(0, 8).config_read(20, 4)
+    p.kick(1).notify_register(2, 0).run_loop().config_read(0, 8).config_read(20, 4)
     seeds['two-queues-errors'] = p.data
     p = start(setup=2 | (4 << 2))  # read-only
     p.chain(0, [(16, False, blk_header(1, 0)), (512, False, b''), (1, True, None)])
     p.kick(0).bring_up_again()
     p.chain(0, [(8, False, blk_header(0, 0)), (1, True, None)])  # short header
     p.chain(0, [(16, False, blk_header(0, 0)), (512, True, None)])  # no status byte
-    p.kick(0).settle()
+    p.kick(0).run_loop()
     seeds['read-only-reset-malformed'] = p.data
+    p = start()  # requests in flight across a reset, then again after it
+    p.hold().chain(0, [(16, False, blk_header(0, 1)), (512, True, None), (1, True, None)])
+    p.chain(0, [(16, False, blk_header(4, 0)), (1, True, None)])
+    p.kick(0).run_loop().hold().kick(0).bring_up_again()
+    p.hold().chain(0, [(16, False, blk_header(1, 1)), (512, False, b'z'), (1, True, None)])
+    p.kick(0).run_loop().release().run_loop()
+    seeds['held-across-reset'] = p.data
     return seeds
 
 
@@ -210,14 +223,14 @@ def virtio_scsi_seeds():
     command(p, [0x12, 1, 0x83, 0, 255, 0], 255, tag=2)         # VPD 0x83
     command(p, [0x25] + [0] * 9, 8, tag=3)                     # READ CAPACITY(10)
     command(p, [0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0], 16, tag=4)  # REPORT LUNS
-    p.kick(2).settle()
+    p.kick(2).run_loop()
     seeds['probe'] = p.data
     p = start()
     command(p, [0x2A, 0, 0, 0, 0, 2, 0, 0, 1, 0], data_out=b'W' * 512)  # WRITE(10)
     command(p, [0x28, 0, 0, 0, 0, 2, 0, 0, 1, 0], 512, tag=2, indirect=True)  # READ(10)
     command(p, [0x35] + [0] * 9, tag=3)                        # SYNCHRONIZE CACHE(10)
     command(p, [0x00] * 6, tag=4)                              # TEST UNIT READY
-    p.kick(2).settle()
+    p.kick(2).run_loop()
     seeds['write-read'] = p.data
     p = start()
     command(p, [0x1A, 0, 0x3F, 0, 255, 0], 255)                # MODE SENSE(6)
@@ -233,8 +246,19 @@ def virtio_scsi_seeds():
     an = u32(1) + bytes([1, 0, 0, 0, 0, 0, 0, 0]) + u32(0xFF)
     p.chain(0, [(16, False, an), (5, True, None)])
     p.chain(1, [(16, True, None)])                             # an event buffer
-    p.fail_disk(1).kick(0).kick(2).kick(1).settle()
+    p.fail_disk(1).kick(0).kick(2).kick(1).run_loop()
     seeds['tmf-an-event'] = p.data
+    p = start()  # a TMF and a LUN reset while commands are held in flight
+    p.hold()
+    command(p, [0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0], 4096, tag=7)
+    command(p, [0x2A, 0, 0, 0, 0, 9, 0, 0, 1, 0], data_out=b'Q' * 512, tag=8)
+    p.kick(2).run_loop()
+    p.chain(0, [(24, False, u32(0) + u32(0) + bytes([1, 0, 0, 0, 0, 0, 0, 0]) + u64(7)),
+                (1, True, None)])
+    p.chain(0, [(24, False, u32(0) + u32(5) + bytes([1, 0, 0, 0, 0, 0, 0, 0]) + u64(0)),
+                (1, True, None)])
+    p.kick(0).run_loop().release().run_loop()
+    seeds['tmf-while-held'] = p.data
     p = start(setup=1 | 4 | (3 << 3))  # two request queues, 4 KiB blocks
     p.config_write(20, 4, 32).config_write(24, 4, 16)          # sense_size, cdb_size
     buffers = [(19 + 16, False, scsi_request([0x12, 0, 0, 0, 36, 0])[:35]),
@@ -242,7 +266,7 @@ def virtio_scsi_seeds():
     p.chain(3, buffers)
     p.chain(2, [(REQUEST, False, scsi_request([0x12, 0, 0, 0, 36, 0], lun=2)),
                 (RESPONSE, True, None), (36, True, None)])    # bad LUN
-    p.kick(3).kick(2).settle().bring_up_again().config_read(0, 4)
+    p.kick(3).kick(2).run_loop().bring_up_again().config_read(0, 4)
     seeds['config-sizes-bad-lun'] = p.data
     return seeds
 
@@ -269,7 +293,7 @@ def virtio_mmio_seeds():
                  + write(0x20, 1) + status(11))
     p = Program(4, 10).raw(u8(0) + probe + negotiate + queue(3 << 3) + status(15))
     p.chain(0, [(16, False, blk_header(0, 0)), (512, True, None), (1, True, None)])
-    p.kick(0).settle().raw(read(0x60) + write(0x64, 1) + status(0) + read(0x70))
+    p.kick(0).run_loop().raw(read(0x60) + write(0x64, 1) + status(0) + read(0x70))
     seeds['blk-probe-read'] = p.data
     p = Program(4, 10).raw(u8(2) + probe + negotiate)
     for q in range(3):  # scsi: queues 0, 1, 2 (choice % 4)
@@ -283,7 +307,7 @@ def virtio_mmio_seeds():
     seeds['out-of-order'] = p.data
     p = Program(4, 10).raw(u8(0) + negotiate + queue(4 << 3) + status(15))
     p.raw(queue(4 << 3, 1) + write(0x38, 1024) + status(7))  # set-up after DRIVER_OK
-    p.bring_up_again().notify_register(4, 5).settle()
+    p.bring_up_again().notify_register(4, 5).run_loop()
     seeds['after-driver-ok'] = p.data
     return seeds
 

@@ -107,12 +107,20 @@ void DeviceFixture::BringUp(uint64_t wanted, uint32_t queue_size, uint16_t queue
           status::kAcknowledge | status::kDriver | status::kFeaturesOk | status::kDriverOk);
 }
 
+void DeviceFixture::ReleaseHeld() {
+  holding_ = false;
+  backend_->HoldCompletions(false);
+  backend_->ReleaseHeld();
+}
+
 void DeviceFixture::Settle() {
+  ReleaseHeld();
   RunUntilIdle();
   FUZZ_REQUIRE(transport_->dataplane_status().in_flight == 0);
 }
 
 void DeviceFixture::ResetAndCheck() {
+  ReleaseHeld();
   Write32(mmio::kStatus, 0);
   FUZZ_REQUIRE(Read32(mmio::kStatus) == 0);
   FUZZ_REQUIRE(Read32(mmio::kInterruptStatus) == 0);
@@ -155,7 +163,8 @@ void DeviceFixture::RunDeviceOp(uint8_t op, FuzzInput& input) {
       return;
     }
     case 2:
-      Settle();
+      RunUntilIdle();
+      FUZZ_REQUIRE(holding_ || transport_->dataplane_status().in_flight == 0);
       return;
     case 3: {
       static constexpr int kErrors[] = {-EIO, -ENOSPC, -EINVAL, -EAGAIN};
@@ -176,8 +185,15 @@ void DeviceFixture::RunDeviceOp(uint8_t op, FuzzInput& input) {
       transport_->Write(mmio::kConfig + offset, {reinterpret_cast<const uint8_t*>(&value), size});
       return;
     }
-    default:
+    case kBringUpOp:
       BringUp(wanted_, queue_size_, queue_count_);
+      return;
+    case 7:
+      holding_ = true;
+      backend_->HoldCompletions(true);
+      return;
+    default:
+      ReleaseHeld();
       return;
   }
 }

@@ -27,7 +27,8 @@ class DeviceFixture {
   using MakeDevice = absl::FunctionRef<std::unique_ptr<hw::virtio::VirtioDevice>(
       std::unique_ptr<block::BlockBackend>)>;
   // Operations RunDeviceOp understands: opcodes 0 .. kDeviceOps - 1.
-  static constexpr uint8_t kDeviceOps = 7;
+  static constexpr uint8_t kDeviceOps = 9;
+  static constexpr uint8_t kBringUpOp = 6;
 
   // Clears the guest RAM and creates the device over a zeroed disk of
   // `disk_bytes`. Aborts if the device refuses the options (a harness bug).
@@ -53,18 +54,25 @@ class DeviceFixture {
   // Runs device operation `op` (< kDeviceOps), operands from `input`:
   //  0 kick a queue (its eventfd, as KVM's ioeventfd does); 1 write
   //  QueueNotify with any size and value; 2 run the main loop until idle
-  //  (and check nothing is left in flight); 3 fail the next disk
+  //  (and, unless completions are held, check nothing is left in flight);
+  //  3 fail the next disk
   //  operations; 4 read config space; 5 write config space; 6 reset the
-  //  device (checked) and bring it up again.
+  //  device (checked) and bring it up again; 7 hold the disk's completions
+  //  (requests stay in flight across kicks, TMFs and resets); 8 let them go.
   void RunDeviceOp(uint8_t op, FuzzInput& input);
 
   // Runs ring and device operations until the input ends, then Settle().
   void RunOps(FuzzInput& input);
 
-  // Runs the main loop until idle; aborts if anything is still in flight.
+  // Lets held completions go (they run at the next loop pass), then runs
+  // the main loop until idle; aborts if anything is still in flight.
   void Settle();
-  // Writes Status 0 and checks the reset is complete (see above).
+  // Writes Status 0 and checks the reset is complete (see above). Held
+  // completions are let go first, so the reset drains them.
   void ResetAndCheck();
+  // Stops holding the disk's completions and schedules the held ones. Call
+  // before anything that waits for requests to drain (a Status 0 write).
+  void ReleaseHeld();
 
  private:
   std::unique_ptr<hw::virtio::MmioTransport> transport_;
@@ -73,6 +81,7 @@ class DeviceFixture {
   uint64_t wanted_ = 0;
   uint32_t queue_size_ = 0;
   uint16_t queue_count_ = 0;
+  bool holding_ = false;
 };
 
 }  // namespace kvmini::fuzz

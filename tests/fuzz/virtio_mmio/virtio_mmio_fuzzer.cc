@@ -50,12 +50,15 @@ class RegisterDriver {
         uint64_t offset = input.U16() % 0x210;
         size_t size = SizeChoice(input.U8());
         uint64_t value = input.U64();
+        const bool status = offset == mmio::kStatus && size == 4;
+        if (status) BeforeStatusWrite(static_cast<uint8_t>(value));
         fixture_.transport().Write(offset, {reinterpret_cast<const uint8_t*>(&value), size});
-        if (offset == mmio::kStatus && size == 4) AfterStatusWrite(static_cast<uint8_t>(value));
+        if (status) AfterStatusWrite(static_cast<uint8_t>(value));
         return;
       }
       case 2: {
         uint8_t value = input.U8();
+        BeforeStatusWrite(value);
         fixture_.Write32(mmio::kStatus, value);
         AfterStatusWrite(value);
         return;
@@ -97,6 +100,12 @@ class RegisterDriver {
       default:
         break;
     }
+  }
+
+  // A reset waits for the requests in flight: held completions must be
+  // able to finish (a real disk always completes, eventually).
+  void BeforeStatusWrite(uint8_t value) {
+    if (value == 0) fixture_.ReleaseHeld();
   }
 
   void AfterStatusWrite(uint8_t value) {
@@ -176,7 +185,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     } else {
       uint8_t device_op = op - kRegisterOps - kRingOps;
       fixture.RunDeviceOp(device_op, input);
-      if (device_op == DeviceFixture::kDeviceOps - 1) registers.AfterBringUp();
+      if (device_op == DeviceFixture::kBringUpOp) registers.AfterBringUp();
     }
   }
   fixture.Settle();
