@@ -4,7 +4,7 @@
 # the same run) and gnuplot PNGs under img/.
 #
 #   bench/run-all.sh [--quick] [--build DIR] [--out DIR] [--rig | --no-rig]
-#                    [--image-dir DIR] [--no-build]
+#                    [--image-dir DIR] [--no-build] [--rig-lock-wait SECONDS]
 #
 # Host-process benchmarks (real figures for this machine): util_bench (event
 # loop vs the eventfd floor), block_bench vs fio (bench/block/compare-fio.sh),
@@ -12,7 +12,9 @@
 # the hot-stop benchmark when bench/hotstop has built one. Then, in ONE boot of
 # the rig's outer machine under the team's lock /tmp/kvmini-rig.lock:
 # bench/vmm/boot_compare.py and bench/guest_fio_compare.py, kvmini against
-# QEMU microvm (figures only meaningful as ratios).
+# QEMU microvm (figures only meaningful as ratios). If the lock stays taken
+# for --rig-lock-wait seconds (default 1800), the rig part is reported as not
+# measured.
 #
 # Full run (default): about 20 min on 2 cores; writes docs/PERFORMANCE.md and
 # docs/img/*.png unless --out says otherwise. --quick: a smoke run of about a
@@ -29,6 +31,7 @@ quick=0
 rig=default
 build_targets=1
 image_dir=
+lock_wait=1800
 
 usage() {
   sed -n '2,/^set -uo/p' "$0" | sed -e '/^set -uo/d' -e 's/^# \{0,1\}//'
@@ -44,6 +47,7 @@ while [ $# -gt 0 ]; do
     --no-rig) rig=no ;;
     --image-dir) image_dir=${2:?--image-dir needs a folder}; shift ;;
     --no-build) build_targets=0 ;;
+    --rig-lock-wait) lock_wait=${2:?--rig-lock-wait needs seconds}; shift ;;
     -h|--help) usage 0 ;;
     *) echo "run-all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -176,13 +180,16 @@ EOF
   printf '%s\t%s\n' rig "flock /tmp/kvmini-rig.lock tests/rig/run-with-kvm --timeout 1500 -- $rig_script" >>"$raw/commands.tsv"
   say "rig: waiting for /tmp/kvmini-rig.lock, then boot_compare.py and guest_fio_compare.py in one outer machine"
   lock_requested=$(date +%s)
-  flock /tmp/kvmini-rig.lock bash -c 'date +%s >"$1"; exec tests/rig/run-with-kvm --timeout 1500 -- "$2"' \
+  flock -E 200 -w "$lock_wait" /tmp/kvmini-rig.lock bash -c 'date +%s >"$1"; exec tests/rig/run-with-kvm --timeout 1500 -- "$2"' \
     _ "$raw/rig-lock.txt" "$rig_script" >"$raw/rig.log" 2>&1
   rig_status=$?
   lock_acquired=$(cat "$raw/rig-lock.txt" 2>/dev/null || echo "$lock_requested")
   echo "rig $rig_status $(($(date +%s) - lock_acquired)) $((lock_acquired - lock_requested))" >>"$raw/rig-status.txt"
+  [ "$rig_status" = 200 ] && echo "the rig lock /tmp/kvmini-rig.lock stayed taken for $lock_wait s: $(
+    ino=$(stat -c %i /tmp/kvmini-rig.lock); pid=$(awk -v i=":$ino" '$6 ~ i"$" && $2 == "FLOCK" { print $5; exit }' /proc/locks)
+    [ -n "$pid" ] && echo "held by process $pid: $(tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null | cut -c1-200)")" >"$raw/rig-lock-timeout.txt"
   [ "$rig_status" = 0 ] || { say "rig FAILED (status $rig_status), last lines:"; tail -n 15 "$raw/rig.log" >&2; }
-  for part in boot guest-fio; do
+  [ "$rig_status" = 200 ] || for part in boot guest-fio; do
     status=$(awk -v p="$part" '$1 == p { print $2 }' "$raw/rig-status.txt" 2>/dev/null)
     [ "${status:-1}" = 0 ] || { say "$part FAILED inside the rig, last lines:"; tail -n 15 "$raw/$part.log" >&2 2>/dev/null; }
   done

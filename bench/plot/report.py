@@ -352,6 +352,10 @@ class Report:
         skipped = self._lines("rig-skipped.txt")
         if skipped:
             self.add("\n" + skipped[0][0].upper() + skipped[0][1:] + ".\n")
+        elif self._lines("rig-lock-timeout.txt"):
+            self.failed.append("rig")
+            self.add("\n**Not measured: " + self._lines("rig-lock-timeout.txt")[0] + ".** "
+                     "Boot time and guest fio against QEMU are missing from this run.\n")
         else:
             if self.status.get("rig", (0, 0))[0] != 0:
                 self.failed.append("rig")
