@@ -7,12 +7,12 @@
 // has its protected-mode bytes at 1 MiB and its initrd inside low RAM,
 // clear of the loaded kernel and of the area it decompresses into, as
 // boot.h promises; a PVH kernel starts at its entry with EBX at the
-// start-info structure.
+// start-info structure, its segments hold their file bytes and zeroed
+// tails, and its initrd lies above it in RAM.
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,8 +20,9 @@
 #include "tests/fuzz/common/fuzz_check.h"
 #include "vmm/x86/boot.h"
 #include "vmm/x86/bzimage.h"
-#include "vmm/x86/little_endian.h"
+#include "vmm/x86/load_support.h"
 #include "vmm/x86/memory_layout.h"
+#include "vmm/x86/pvh_boot.h"
 
 namespace {
 namespace x86 = kvmini::vmm::x86;
@@ -100,6 +101,40 @@ void CheckBzImage(const kvmini::hw::GuestMemory& memory, std::span<const uint8_t
                            initrd.size()) == 0);
 }
 
+void CheckPvh(const kvmini::hw::GuestMemory& memory, std::span<const uint8_t> kernel,
+              std::span<const uint8_t> initrd, const x86::BootState& state) {
+  auto parsed = x86::ParsePvhKernel(x86::SourceFromBytes(kernel, "fuzz-kernel"));
+  FUZZ_REQUIRE(parsed.ok());
+  FUZZ_REQUIRE(state.rip == parsed->entry && state.rbx == x86::kPvhStartInfoAddress);
+  auto magic = memory.ReadObject<uint32_t>(x86::kPvhStartInfoAddress);
+  FUZZ_REQUIRE(magic.ok() && *magic == x86::pvh::kStartInfoMagic);
+  // Each segment no other one overlaps holds its file bytes, then zeroes.
+  const auto& segments = parsed->segments;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const x86::ElfSegment& segment = segments[i];
+    bool alone = true;
+    for (size_t j = 0; j < segments.size(); ++j) {
+      alone &= i == j || !Overlaps(segment.physical_address, segment.memory_size,
+                                   segments[j].physical_address, segments[j].memory_size);
+    }
+    auto bytes = memory.HostSpan(segment.physical_address, segment.memory_size);
+    FUZZ_REQUIRE(segment.physical_address >= x86::kKernelLoadAddress && bytes.has_value());
+    if (!alone) continue;
+    FUZZ_REQUIRE(
+        std::memcmp(bytes->data(), kernel.data() + segment.file_offset, segment.file_size) == 0);
+    FUZZ_REQUIRE(std::all_of(bytes->begin() + segment.file_size, bytes->end(),
+                             [](uint8_t byte) { return byte == 0; }));
+  }
+  if (initrd.empty()) return;
+  // The module list's one entry: address and size, above the kernel, in RAM.
+  auto address = memory.ReadObject<uint64_t>(x86::kPvhModuleListAddress);
+  auto size = memory.ReadObject<uint64_t>(x86::kPvhModuleListAddress + 8);
+  FUZZ_REQUIRE(address.ok() && size.ok() && *size == initrd.size());
+  FUZZ_REQUIRE(*address >= parsed->end && memory.Contains(*address, *size));
+  FUZZ_REQUIRE(
+      std::memcmp(memory.HostSpan(*address, *size)->data(), initrd.data(), initrd.size()) == 0);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -131,9 +166,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                                      "ELF",
                                                      4) == 0;
   if (elf) {
-    FUZZ_REQUIRE(state->rbx == x86::kPvhStartInfoAddress);
-    auto magic = memory.ReadObject<uint32_t>(x86::kPvhStartInfoAddress);
-    FUZZ_REQUIRE(magic.ok() && *magic == 0x336EC578);
+    CheckPvh(memory, kernel, initrd, *state);
   } else {
     CheckBzImage(memory, kernel, initrd, *state);
   }
