@@ -139,6 +139,37 @@ TEST_F(ControlServerTest, OverLongLineIsRefusedAndTheConnectionStaysUsable) {
   close(fd);
 }
 
+// A line that never ends is dropped as it arrives: the server's memory does
+// not grow with it (64 MiB streamed; the process grows by far less), it is
+// refused once, and the next line is served.
+TEST_F(ControlServerTest, EndlessLineIsNotBuffered) {
+  StartServer();
+  int fd = Connect();
+  ReadMessage(fd);
+  auto resident_bytes = [] {
+    std::ifstream statm("/proc/self/statm");
+    uint64_t size = 0, resident = 0;
+    statm >> size >> resident;
+    return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  };
+  const std::string chunk(1 << 20, 'a');
+  SendRaw(fd, R"({"execute": "echo", "arguments": {"blob": ")");
+  const uint64_t before = resident_bytes();
+  for (int i = 0; i < 64; ++i) SendRaw(fd, chunk);
+  // Let the server read what is still in the socket.
+  for (int i = 0; i < 100; ++i) main_->Poll(false);
+  const uint64_t after = resident_bytes();
+  const uint64_t grown = after > before ? after - before : 0;
+  EXPECT_LT(grown, uint64_t{16} << 20) << "the server buffered the endless line";
+  SendRaw(fd, "\"}}\n");
+  json refused = ReadMessage(fd);
+  EXPECT_EQ(refused["error"]["class"], kErrorInvalidRequest);
+  EXPECT_THAT(refused["error"]["desc"].get<std::string>(), ::testing::HasSubstr("longer than"));
+  // Exactly one answer for the whole line: the next one is this request's.
+  EXPECT_EQ(Execute(fd, {{"execute", "echo"}, {"id", 3}})["id"], 3);
+  close(fd);
+}
+
 TEST_F(ControlServerTest, PipelinedRequestsAreAnsweredInOrder) {
   StartServer();
   int fd = Connect();

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -42,12 +43,17 @@ class FakeRunControl final : public RunControl {
     ++resumes;
     vcpus_paused = false;
   }
-  void PowerOff(std::string reason) override { power_off_reason = std::move(reason); }
+  void PowerOff(std::string reason) override {
+    power_off_reason = std::move(reason);
+    if (on_power_off) on_power_off();
+  }
 
   int pauses = 0;
   int resumes = 0;
   bool vcpus_paused = false;
   std::string power_off_reason;
+  // Runs inside PowerOff: what the machine would see as kvmini exits.
+  std::function<void()> on_power_off;
 };
 
 class VmCommandsTest : public ::testing::Test {
@@ -342,6 +348,60 @@ TEST_F(VmCommandsTest, QuitQuiescesThenPowersOff) {
   EXPECT_EQ(run_.pauses, 1);
   EXPECT_THAT(run_.power_off_reason, HasSubstr("quit"));
   EXPECT_EQ(Device("vda")["dataplane_running"], false);
+}
+
+// quit with requests in flight: by the time the machine is powered off
+// every request has been answered, and its data is in the image.
+TEST_F(VmCommandsTest, QuitWithRequestsInFlightAnswersThemBeforePowerOff) {
+  StartVdaDriver();
+  constexpr int kRequests = 32;
+  std::vector<std::vector<uint8_t>> written;
+  for (int i = 0; i < kRequests; ++i) {
+    written.push_back(Pattern(200 + i, 4096));
+    ASSERT_TRUE(blk_->Post(0, {.type = hw::virtio::blk::kTypeOut,
+                               .sector = static_cast<uint64_t>(i) * 8,
+                               .out_data = written.back()})
+                    .ok());
+  }
+  driver_->Kick(0);
+  uint16_t used_at_power_off = 0;
+  json in_flight_at_power_off;
+  run_.on_power_off = [&] {
+    used_at_power_off = driver_->queue(0).used_index();
+    for (const VirtioDisks::Disk& disk : disks_->disks()) {
+      in_flight_at_power_off[disk.spec.id] = disk.counters().in_flight;
+    }
+  };
+  EXPECT_EQ(Execute("quit")["return"]["status"], "powering off");
+  EXPECT_EQ(used_at_power_off, kRequests);
+  EXPECT_EQ(in_flight_at_power_off, (json{{"vda", 0}, {"sda", 0}, {"vdb", 0}}));
+  std::vector<uint8_t> image = ImageBytes(0);
+  for (int i = 0; i < kRequests; ++i) {
+    EXPECT_EQ(std::memcmp(image.data() + i * 4096, written[i].data(), 4096), 0) << i;
+  }
+}
+
+// A client that hangs up while its stop is under way (vCPUs asked to park,
+// the disks not yet quiesced): the pause still completes as a whole,
+// another client sees it and resumes the machine, and the disks work again.
+TEST_F(VmCommandsTest, ClientGoneMidStopLeavesAConsistentPause) {
+  StartVdaDriver();
+  int leaving = client_->Connect(directory_ + "/control.sock");
+  client_->ReadMessage(leaving);
+  client_->SendRaw(leaving, json{{"execute", "stop"}}.dump() + "\n");
+  while (run_.pauses == 0) main_->Poll(true);
+  close(leaving);
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (Execute("query-status")["return"]["status"] != "paused" && absl::Now() < deadline) {
+    main_->Poll(false);
+  }
+  EXPECT_EQ(Execute("query-status")["return"]["status"], "paused");
+  EXPECT_EQ(run_.pauses, 1);
+  EXPECT_TRUE(run_.vcpus_paused);
+  EXPECT_EQ(Device("vda")["dataplane_running"], false);
+  EXPECT_EQ(Execute("cont")["return"]["status"], "running");
+  EXPECT_EQ(Device("vda")["dataplane_running"], true);
+  RoundTrip(0, 11);
 }
 
 // Commands for one disk from two clients, sent before the loop runs: the
