@@ -56,6 +56,7 @@ class Report:
         self.parts = []
         self.failed = []
         self.plots = []  # (data rows, file name, heading, ylabel, first, second, log)
+        self.targets = []  # rows of the summary: figure, measured, target, met
         self.status = self._read_status()
         self.commands = {}
         for line in self._lines("commands.tsv"):
@@ -110,6 +111,9 @@ class Report:
             self.add(f"\nCommand{'s' if len(commands) > 1 else ''}: "
                      + ", ".join(f"`{command}`" for command in commands) + "\n")
 
+    def target(self, figure, value, target, met, digits=None):
+        self.targets.append([figure, number(value, digits), target, "yes" if met else "**no**"])
+
     def plot(self, rows, name, heading, ylabel, first, second, log=False):
         self.plots.append((rows, name, heading, ylabel, first, second, log))
         self.add(f"\n![{heading}](img/{name})\n")
@@ -137,6 +141,8 @@ class Report:
                  "run least disturbed by other load; target for AioWaitBhOneshot: at most "
                  "1.5).\n\n")
         self.add(table(["round trip", "ns", "/ floor (medians)", "/ floor (mins)"], rows))
+        ratio = statistics.median(times["BM_AioWaitBhOneshotRoundTrip"]) / floor
+        self.target("AioWaitBhOneshot / eventfd ping-pong (medians)", ratio, "<= 1.5", ratio <= 1.5)
         self.plot([[name.replace("BM_", ""), *bar(times[name])] for name in names],
                   "util.png", "Event-loop round trips", "ns", "round trip (median, min..max)", "")
 
@@ -152,6 +158,7 @@ class Report:
                 fio = data["fio"][f"{workload}_{fio_name}"]
                 ours_iops = [run["iops"] for run in ours]
                 fio_iops = [run["iops"] for run in fio]
+                self.block_target(workload, variant, label, ours, fio)
                 rows.append([workload, label, triple(ours_iops), triple(fio_iops),
                              number(statistics.median(ours_iops) / statistics.median(fio_iops)),
                              number(statistics.median(run["lat_us"] for run in ours)),
@@ -175,6 +182,22 @@ class Report:
         self.plot(plot_rows, "block.png", "BlockBackend vs fio io_uring (IOPS)", "IOPS",
                   "kvmini BlockBackend", "fio io_uring", log=True)
 
+    def block_target(self, workload, variant, label, ours, fio):
+        ratio = statistics.median(run["iops"] for run in ours) / statistics.median(
+            run["iops"] for run in fio)
+        latency = statistics.median(run["lat_us"] for run in ours)
+        difference = latency - statistics.median(run["lat_us"] for run in fio)
+        if "nowait:on" in variant:
+            if workload.endswith("qd1") and variant.startswith("shm"):
+                self.target(f"block {workload}, {label}: mean latency (us)", latency, "< 3",
+                            latency < 3)
+        elif workload.endswith("qd32"):
+            self.target(f"block {workload}, {label}: IOPS / fio", ratio, ">= 0.95",
+                        ratio >= 0.95)
+        elif workload.endswith("qd1"):
+            self.target(f"block {workload}, {label}: latency - fio's (us)", difference,
+                        "<= 2", difference <= 2, digits=2)
+
     def device(self):
         rows, plot_rows = [], []
         for device in ["blk", "scsi"]:
@@ -187,6 +210,10 @@ class Report:
                              number(data[f"device_{depth}"]["mean_latency_us"]),
                              number(data[f"fio_{depth}"]["mean_latency_us"])])
                 plot_rows.append([f"{device} {depth.upper()}", *bar(ours), *bar(fio)])
+                if depth == "qd32":
+                    ratio = statistics.median(ours) / statistics.median(fio)
+                    self.target(f"device path virtio-{device} QD32: IOPS / fio", ratio, ">= 0.90",
+                                ratio >= 0.90)
         rounds = len(data["round_iops"]["fio_qd1"])
         self.add("4 KiB random reads through the whole device path in a host process (a "
                  "driver thread posts to the virtqueue and kicks the notify eventfd; the "
@@ -211,6 +238,10 @@ class Report:
                  f"{len(data['exit_ms'])} runs; min / **median** / max.\n\n")
         self.add(table(["figure", "min / median / max"],
                        [[label, triple(data[key])] for key, label in names]))
+        first_run = statistics.median(data["first_kvm_run_ms"])
+        rss = statistics.median(data["peak_rss_mib"])
+        self.target("start-up: exec -> first KVM_RUN, median (ms)", first_run, "< 5", first_run < 5)
+        self.target("start-up: peak RSS, median (MiB)", rss, "< 5", rss < 5)
 
     def hotstop(self):
         rows, notes = [], []
@@ -221,6 +252,10 @@ class Report:
                 device, load, what, *figures, count = match.groups()
                 rows.append([f"virtio-{device}", load, what,
                              *(number(float(figure)) for figure in figures), count])
+                if load == "idle" and what == "stop+start":
+                    p99 = float(figures[2])
+                    self.target(f"hot-stop virtio-{device} idle stop+start p99 (us)", p99,
+                                "< 1000", p99 < 1000)
             elif "requests in the device" in line:
                 notes.append(" ".join(line.split()))
         if not rows:
@@ -250,6 +285,7 @@ class Report:
                        [["kvmini", triple(times["kvmini"]), number(ratio)],
                         ["QEMU microvm", triple(times["qemu"]), number(1.0)]]))
         self.add(f"\nTarget: at most 0.8. Measured ratio kvmini/QEMU: **{number(ratio)}**.\n")
+        self.target("rig: boot to /init, kvmini / QEMU (medians)", ratio, "<= 0.8", ratio <= 0.8)
         self.plot([["boot to /init", *bar(times["kvmini"]), *bar(times["qemu"])]],
                   "boot.png", "Boot to /init in the outer machine (seconds)", "s",
                   "kvmini", "QEMU microvm")
@@ -263,6 +299,8 @@ class Report:
                 rows.append([f"virtio-{device}", job, triple(kvmini), triple(qemu),
                              f"**{number(figures['ratio_median'])}**"])
                 plot_rows.append([f"{device} {job}", *bar(kvmini), *bar(qemu)])
+                self.target(f"rig: guest fio virtio-{device} {job}, kvmini / QEMU (medians)",
+                            figures["ratio_median"], ">= 1.0", figures["ratio_median"] >= 1.0)
         self.add(f"fio in the guest (4 KiB, O_DIRECT in the guest, io_uring engine, "
                  f"{data['fio_seconds']} s per job after {data['fio_ramp']} s warm-up), one "
                  f"disk of {data['image_mib']} MiB on the outer machine's tmpfs, {data['cpus']} "
@@ -329,6 +367,7 @@ class Report:
 
     def write(self):
         self.header()
+        summary_at = len(self.parts)
         self.add("\n# Host-process benchmarks (real figures for this machine)\n")
         self.section("util", "Event loop: cross-thread round trips", self.util)
         self.section("block", "Block backend vs fio", self.block)
@@ -370,6 +409,10 @@ class Report:
                  "minute, no rig, into a scratch folder). The raw figures of each benchmark "
                  "(JSON and logs) are kept next to the report (`raw/`) or in "
                  "`BUILD/bench-results`.\n")
+        if self.targets:
+            self.parts.insert(summary_at, "\n## Targets at a glance\n\nEach figure against the "
+                              "target its issue set, from the tables below.\n\n"
+                              + table(["figure", "measured", "target", "met"], self.targets))
         os.makedirs(os.path.join(self.out, "img"), exist_ok=True)
         self.draw()
         with open(os.path.join(self.out, "PERFORMANCE.md"), "w") as out:
