@@ -153,6 +153,28 @@ class VmCommandsTest : public ::testing::Test {
     return bytes;
   }
 
+  // Posts `count` 4 KiB writes of fresh patterns to vda's first sectors
+  // and kicks, without waiting; returns what each writes.
+  std::vector<std::vector<uint8_t>> PostWrites(int count, uint32_t seed) {
+    std::vector<std::vector<uint8_t>> written;
+    for (int i = 0; i < count; ++i) {
+      written.push_back(Pattern(seed + i, 4096));
+      EXPECT_TRUE(blk_->Post(0, {.type = hw::virtio::blk::kTypeOut,
+                                 .sector = static_cast<uint64_t>(i) * 8,
+                                 .out_data = written.back()})
+                      .ok());
+    }
+    driver_->Kick(0);
+    return written;
+  }
+  // vda's image holds `written` from sector 0 on.
+  void ExpectWritesInImage(const std::vector<std::vector<uint8_t>>& written) {
+    std::vector<uint8_t> image = ImageBytes(0);
+    for (size_t i = 0; i < written.size(); ++i) {
+      EXPECT_EQ(std::memcmp(image.data() + i * 4096, written[i].data(), 4096), 0) << i;
+    }
+  }
+
   std::unique_ptr<util::AioContext> main_;
   std::vector<std::string> images_;
   std::unique_ptr<hw::GuestMemory> memory_;
@@ -285,15 +307,7 @@ TEST_F(VmCommandsTest, ErrorsNameTheArgumentAtFault) {
 TEST_F(VmCommandsTest, StopQuiescesRequestsInFlight) {
   StartVdaDriver();
   constexpr int kRequests = 32;
-  std::vector<std::vector<uint8_t>> written;
-  for (int i = 0; i < kRequests; ++i) {
-    written.push_back(Pattern(100 + i, 4096));
-    ASSERT_TRUE(blk_->Post(0, {.type = hw::virtio::blk::kTypeOut,
-                               .sector = static_cast<uint64_t>(i) * 8,
-                               .out_data = written.back()})
-                    .ok());
-  }
-  driver_->Kick(0);
+  const std::vector<std::vector<uint8_t>> written = PostWrites(kRequests, 100);
   json stopped = Execute("stop")["return"];
   EXPECT_EQ(stopped["status"], "paused");
   // Everything the guest had posted has been answered by now.
@@ -305,10 +319,8 @@ TEST_F(VmCommandsTest, StopQuiescesRequestsInFlight) {
   EXPECT_EQ(Device("vda")["requests_completed"], kRequests);
   auto completions = blk_->Collect(0);
   EXPECT_EQ(completions.size(), static_cast<size_t>(kRequests));
-  std::vector<uint8_t> image = ImageBytes(0);
-  for (int i = 0; i < kRequests; ++i) {
-    EXPECT_EQ(std::memcmp(image.data() + i * 4096, written[i].data(), 4096), 0) << i;
-  }
+  ExpectWritesInImage(written);
+  const std::vector<uint8_t> image = ImageBytes(0);
   absl::Time until = absl::Now() + absl::Milliseconds(50);
   while (absl::Now() < until) main_->Poll(false);
   EXPECT_EQ(ImageBytes(0), image);
@@ -355,15 +367,7 @@ TEST_F(VmCommandsTest, QuitQuiescesThenPowersOff) {
 TEST_F(VmCommandsTest, QuitWithRequestsInFlightAnswersThemBeforePowerOff) {
   StartVdaDriver();
   constexpr int kRequests = 32;
-  std::vector<std::vector<uint8_t>> written;
-  for (int i = 0; i < kRequests; ++i) {
-    written.push_back(Pattern(200 + i, 4096));
-    ASSERT_TRUE(blk_->Post(0, {.type = hw::virtio::blk::kTypeOut,
-                               .sector = static_cast<uint64_t>(i) * 8,
-                               .out_data = written.back()})
-                    .ok());
-  }
-  driver_->Kick(0);
+  const std::vector<std::vector<uint8_t>> written = PostWrites(kRequests, 200);
   uint16_t used_at_power_off = 0;
   json in_flight_at_power_off;
   run_.on_power_off = [&] {
@@ -375,10 +379,7 @@ TEST_F(VmCommandsTest, QuitWithRequestsInFlightAnswersThemBeforePowerOff) {
   EXPECT_EQ(Execute("quit")["return"]["status"], "powering off");
   EXPECT_EQ(used_at_power_off, kRequests);
   EXPECT_EQ(in_flight_at_power_off, (json{{"vda", 0}, {"sda", 0}, {"vdb", 0}}));
-  std::vector<uint8_t> image = ImageBytes(0);
-  for (int i = 0; i < kRequests; ++i) {
-    EXPECT_EQ(std::memcmp(image.data() + i * 4096, written[i].data(), 4096), 0) << i;
-  }
+  ExpectWritesInImage(written);
 }
 
 // A client that hangs up while its stop is under way (vCPUs asked to park,
