@@ -124,6 +124,20 @@ class HostileDriverTest : public MainLoopTest {
     EXPECT_EQ(read->status, blk::kStatusOk) << who;
   }
 
+  // The victim with its dataplane on an IOThread of its own. Small request
+  // buffers: tests that restart the driver often take fresh guest RAM each time.
+  void CreateVictimOnAnIoThread() {
+    auto iothread = util::IOThread::Create("hostile-io");
+    ASSERT_TRUE(iothread.ok()) << iothread.status();
+    iothread_ = std::move(*iothread);
+    BlkTestbedOptions options;
+    options.iothread = &iothread_->context();
+    options.max_request_data = 4096;
+    auto victim_testbed = BlkTestbed::Create(options);
+    ASSERT_TRUE(victim_testbed.ok()) << victim_testbed.status();
+    testbed_ = std::move(*victim_testbed);
+  }
+
   void RunRow(const HostileRow& row) {
     SCOPED_TRACE(row.name);
     testbed_.reset();
@@ -291,14 +305,8 @@ TEST_F(HostileDriverTest, NotifyStormOnAResetDeviceTouchesNothing) {
 // meanwhile): every request completes exactly once, the bystander is
 // unaffected, and the dataplane starts again afterwards.
 TEST_F(HostileDriverTest, NotifyStormOnAStoppedDataplaneServesEachRequestOnce) {
-  auto iothread = util::IOThread::Create("hostile-storm");
-  ASSERT_TRUE(iothread.ok()) << iothread.status();
-  iothread_ = std::move(*iothread);
-  BlkTestbedOptions options;
-  options.iothread = &iothread_->context();
-  auto victim_testbed = BlkTestbed::Create(options);
-  ASSERT_TRUE(victim_testbed.ok()) << victim_testbed.status();
-  testbed_ = std::move(*victim_testbed);
+  CreateVictimOnAnIoThread();
+  ASSERT_FALSE(HasFatalFailure());
   ASSERT_TRUE(blk().Start(kLinuxFeatures, 1, kQueueSize).ok());
   hw::virtio::MmioTransport& transport = testbed_->transport();
   transport.StopDataplaneAndWait();
@@ -345,15 +353,8 @@ TEST_F(HostileDriverTest, NotifyStormOnAStoppedDataplaneServesEachRequestOnce) {
 // brings the dataplane back. Many rounds, so the reset lands at different
 // points of the start.
 TEST_F(HostileDriverTest, ResetWhileTheDataplaneIsBeingStarted) {
-  auto iothread = util::IOThread::Create("hostile-io");
-  ASSERT_TRUE(iothread.ok()) << iothread.status();
-  iothread_ = std::move(*iothread);
-  BlkTestbedOptions options;
-  options.iothread = &iothread_->context();
-  options.max_request_data = 4096;  // every round's driver start takes fresh guest RAM
-  auto victim_testbed = BlkTestbed::Create(options);
-  ASSERT_TRUE(victim_testbed.ok()) << victim_testbed.status();
-  testbed_ = std::move(*victim_testbed);
+  CreateVictimOnAnIoThread();
+  ASSERT_FALSE(HasFatalFailure());
   hw::virtio::MmioTransport& transport = testbed_->transport();
 
   for (int round = 0; round < 40; ++round) {
