@@ -52,9 +52,17 @@ absl::Status CheckKernel(const LaunchOptions& options) {
   return absl::OkStatus();
 }
 
-// The serial log is created only once everything else is known to be
-// right; its directory must exist by then.
-absl::Status CheckSerialDirectory(const hw::SerialSpec& serial) {
+bool SameFile(const struct stat& a, const std::string& path) {
+  struct stat b {};
+  return !path.empty() && stat(path.c_str(), &b) == 0 && a.st_dev == b.st_dev &&
+         a.st_ino == b.st_ino;
+}
+
+// The serial log is created (truncated) only once everything else is known
+// to be right; its directory must exist by then, and it must not be one of
+// the files the machine reads - a slip of the keyboard would wipe a disk.
+absl::Status CheckSerialFile(const LaunchOptions& options) {
+  const hw::SerialSpec& serial = options.serial;
   if (serial.kind != hw::SerialSpec::Kind::kFile) return absl::OkStatus();
   const std::string directory = ParentDirectory(serial.path);
   struct stat info {};
@@ -68,9 +76,22 @@ absl::Status CheckSerialDirectory(const hw::SerialSpec& serial) {
     return absl::InvalidArgumentError(
         absl::StrCat("--serial file:", serial.path, ": directory ", directory, ": ", problem));
   }
-  if (stat(serial.path.c_str(), &info) == 0 && S_ISDIR(info.st_mode)) {
+  if (stat(serial.path.c_str(), &info) != 0) return absl::OkStatus();  // created later
+  if (S_ISDIR(info.st_mode)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--serial file:", serial.path, ": is a directory, not a file"));
+  }
+  std::string overwritten;
+  if (SameFile(info, options.kernel_path)) overwritten = "--kernel";
+  if (SameFile(info, options.initrd_path)) overwritten = "--initrd";
+  for (const DiskSpec& disk : options.disks) {
+    if (SameFile(info, disk.path))
+      overwritten = absl::StrCat(DiskFlagName(disk.type), " id=", disk.id);
+  }
+  if (!overwritten.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--serial file:", serial.path,
+                                                   " is the file of ", overwritten,
+                                                   "; the console log would overwrite it"));
   }
   return absl::OkStatus();
 }
@@ -85,7 +106,7 @@ std::string ParentDirectory(const std::string& path) {
 
 absl::Status CheckLaunchFiles(const LaunchOptions& options) {
   if (absl::Status status = CheckKernel(options); !status.ok()) return status;
-  return CheckSerialDirectory(options.serial);
+  return CheckSerialFile(options);
 }
 
 }  // namespace kvmini::vmm
