@@ -6,10 +6,12 @@
 // complete outside the thread that owns the disk at that moment, and the
 // image must end equal to the model. Prints the latency of each kind of
 // operation (min/p50/p99/max). Label concurrency: also runs under TSan.
+#include <atomic>
 #include <iostream>
 #include <random>
 #include <thread>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/unit/hw/virtio/blk_test_support.h"
 #include "tests/unit/hw/virtio/hotstop_load.h"
@@ -81,7 +83,6 @@ TEST_P(HotstopStressTest, RandomDataplaneOperationsWhile64RequestsAreInFlight) {
   for (int operation = 0; operation < kOperations; ++operation) {
     const hw::virtio::MmioTransport::DataplaneStatus before = transport.dataplane_status();
     const bool was_running = before.running;
-    const uint64_t answered_before = load.completed();
     device_in_flight += before.in_flight;
     driver_in_flight += load.in_flight();
     const absl::Time begin = absl::Now();
@@ -113,12 +114,13 @@ TEST_P(HotstopStressTest, RandomDataplaneOperationsWhile64RequestsAreInFlight) {
                       << testbed_->backend().context().name() << ", expected " << owner->name();
       }
     }
-    // Serve the main loop for 0-100 us, and at least until one more request
-    // has been answered: requests complete between operations too (in the
+    // Serve the main loop for 0-100 us, and at least until the driver has
+    // collected one more answer: requests complete between operations too (in the
     // main loop while it owns the disk), the driver thread keeps its 64
     // posted, and wherever the operation left the disk, its queues must
     // make progress without another operation (a lost kick would stall
     // them here).
+    const uint64_t answered_before = load.completed();
     const absl::Time until = absl::Now() + absl::Microseconds(random() % 100);
     const absl::Time stalled = absl::Now() + absl::Seconds(5);
     while (absl::Now() < until || load.completed() == answered_before) {
@@ -170,6 +172,33 @@ TEST_P(HotstopStressTest, RandomDataplaneOperationsWhile64RequestsAreInFlight) {
   transport.StopDataplaneAndWait();
   EXPECT_TRUE(ReadImage(testbed_->image_path(), 0, kImageBytes) == load.model())
       << "image and shadow model differ";
+}
+
+// The checker itself can fail: once it believes an IOThread owns the disk,
+// work started from the main loop thread, and a completion run there, are
+// both reported.
+TEST(OwnerCheckingBackendTest, ReportsWorkOutsideTheOwningThread) {
+  auto main = util::AioContext::CreateMain();
+  ASSERT_TRUE(main.ok());
+  auto iothread = util::IOThread::Create("iothread0");
+  ASSERT_TRUE(iothread.ok());
+  auto owned = std::make_unique<MemoryBlockBackend>(4096, false, **main);
+  MemoryBlockBackend* inner = owned.get();
+  OwnerCheckingBackend backend(std::move(owned));
+  std::vector<uint8_t> buffer(512);
+  std::atomic<int> completions{0};
+  backend.Read(0, {{buffer.data(), buffer.size()}}, [&](int) { ++completions; });
+  while (completions == 0) (*main)->Poll(true);
+  EXPECT_EQ(backend.wrong_thread_starts(), 0u);
+  EXPECT_EQ(backend.wrong_thread_completions(), 0u);
+
+  backend.SetAioContext((*iothread)->context());
+  inner->SetAioContext(**main);  // behind the checker's back
+  backend.Read(0, {{buffer.data(), buffer.size()}}, [&](int) { ++completions; });
+  while (completions == 1) (*main)->Poll(true);
+  EXPECT_EQ(backend.wrong_thread_starts(), 1u);
+  EXPECT_EQ(backend.wrong_thread_completions(), 1u);
+  EXPECT_THAT(backend.first_violation(), ::testing::HasSubstr("in the thread of main while the disk belongs to iothread iothread0"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Devices, HotstopStressTest,
