@@ -141,6 +141,9 @@ void Measure(const Options& options, HotstopDevice type, bool loaded, util::AioC
     const absl::Time begin = absl::Now();
     transport.StopDataplaneAndWait();
     const absl::Time stopped = absl::Now();
+    // Read before the start: once stopped, the main loop serves the queues
+    // and its completions are not the stop's.
+    const absl::Time last_completion = (*testbed)->backend().last_completion();
     transport.StartDataplaneAndWait();
     const absl::Time started = absl::Now();
     stops.samples.push_back(stopped - begin);
@@ -149,9 +152,8 @@ void Measure(const Options& options, HotstopDevice type, bool loaded, util::AioC
     if (loaded) {
       // The last backend completion before the stop returned ended the
       // slowest I/O it waited for (none if it is older than the stop).
-      const absl::Time last = (*testbed)->backend().last_completion();
       const absl::Duration io_wait =
-          last > begin && last <= stopped ? last - begin : absl::ZeroDuration();
+          last_completion > begin ? last_completion - begin : absl::ZeroDuration();
       io_waits.samples.push_back(io_wait);
       overheads.samples.push_back(stopped - begin - io_wait);
       // Let the IOThread take the load back before the next stop; sleep in
