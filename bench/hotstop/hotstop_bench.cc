@@ -65,9 +65,12 @@ Options ParseArguments(int argc, char** argv) {
       }
       (flag == "--rounds" ? options.rounds : options.depth) = static_cast<int>(number);
     } else if (flag == "--device") {
-      if (value == "blk") options.devices = {HotstopDevice::kBlk};
-      else if (value == "scsi") options.devices = {HotstopDevice::kScsi};
-      else if (value != "both") Usage(absl::StrCat("--device blk, scsi or both, not '", value, "'"));
+      if (value == "blk")
+        options.devices = {HotstopDevice::kBlk};
+      else if (value == "scsi")
+        options.devices = {HotstopDevice::kScsi};
+      else if (value != "both")
+        Usage(absl::StrCat("--device blk, scsi or both, not '", value, "'"));
     } else if (flag == "--inline") {
       if (value != "on" && value != "off") Usage("--inline on or off");
       options.nowait = value == "on";
@@ -93,7 +96,8 @@ void Report(const Options& options, const std::string& device, const std::string
                 test::FormatSummary(test::Summarize(one.samples)).c_str());
     std::vector<absl::Duration> sorted = one.samples;
     std::sort(sorted.begin(), sorted.end());
-    const std::string path = absl::StrCat(options.out, "/", device, "-", load, "-", one.name, ".dat");
+    const std::string path =
+        absl::StrCat(options.out, "/", device, "-", load, "-", one.name, ".dat");
     std::ofstream file(path);
     if (!file) {
       std::fprintf(stderr, "hotstop_bench: cannot write %s\n", path.c_str());
@@ -174,16 +178,16 @@ void Measure(const Options& options, HotstopDevice type, bool loaded, util::AioC
     }
   }
   const std::string device = type == HotstopDevice::kBlk ? "blk" : "scsi";
-  const std::string load_name =
-      loaded ? absl::StrCat("qd", options.depth) : std::string("idle");
+  const std::string load_name = loaded ? absl::StrCat("qd", options.depth) : std::string("idle");
   std::vector<Series> series = {stops, starts, round_trips};
   if (loaded) {
     series.push_back(io_waits);
     series.push_back(overheads);
-    std::printf("%-11s %-5s requests in the device when a stop began: %.1f on average "
-                "(%d posted by the driver)\n",
-                device.c_str(), load_name.c_str(), double(device_in_flight) / options.rounds,
-                options.depth);
+    std::printf(
+        "%-11s %-5s requests in the device when a stop began: %.1f on average "
+        "(%d posted by the driver)\n",
+        device.c_str(), load_name.c_str(), double(device_in_flight) / options.rounds,
+        options.depth);
   }
   Report(options, device, load_name, series);
 }
@@ -201,10 +205,11 @@ int Main(int argc, char** argv) {
   }
   std::string load_average;
   std::ifstream("/proc/loadavg") >> load_average;
-  std::printf("hotstop_bench: %d stop+start rounds per series, inline %s, %u CPUs, load "
-              "average %s\n",
-              options.rounds, options.nowait ? "on" : "off", std::thread::hardware_concurrency(),
-              load_average.c_str());
+  std::printf(
+      "hotstop_bench: %d stop+start rounds per series, inline %s, %u CPUs, load "
+      "average %s\n",
+      options.rounds, options.nowait ? "on" : "off", std::thread::hardware_concurrency(),
+      load_average.c_str());
   for (HotstopDevice device : options.devices) {
     Measure(options, device, /*loaded=*/false, **main, (*iothread)->context());
     Measure(options, device, /*loaded=*/true, **main, (*iothread)->context());

@@ -93,8 +93,8 @@ void ShadowLoad::Run() {
         auto it = in_flight_.find({q, head});
         if (it == in_flight_.end()) {
           ++unexpected_;
-          Problem(absl::StrFormat("answer on queue %d for head %d, which is not in flight", q,
-                                  head));
+          Problem(
+              absl::StrFormat("answer on queue %d for head %d, which is not in flight", q, head));
           continue;
         }
         Check(it->second, result);

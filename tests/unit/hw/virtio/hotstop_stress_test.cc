@@ -198,7 +198,9 @@ TEST(OwnerCheckingBackendTest, ReportsWorkOutsideTheOwningThread) {
   while (completions == 1) (*main)->Poll(true);
   EXPECT_EQ(backend.wrong_thread_starts(), 1u);
   EXPECT_EQ(backend.wrong_thread_completions(), 1u);
-  EXPECT_THAT(backend.first_violation(), ::testing::HasSubstr("in the thread of main while the disk belongs to iothread iothread0"));
+  EXPECT_THAT(
+      backend.first_violation(),
+      ::testing::HasSubstr("in the thread of main while the disk belongs to iothread iothread0"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Devices, HotstopStressTest,

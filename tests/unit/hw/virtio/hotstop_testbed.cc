@@ -170,16 +170,16 @@ absl::StatusOr<std::unique_ptr<HotstopTestbed>> HotstopTestbed::Create(
   if (!connected.ok()) return connected;
 
   if (options.device == HotstopDevice::kBlk) {
-    auto port = std::make_unique<BlkPort>(testbed->driver(), testbed->memory(),
-                                          testbed->allocator(), options.max_request_bytes,
-                                          options.queues);
+    auto port =
+        std::make_unique<BlkPort>(testbed->driver(), testbed->memory(), testbed->allocator(),
+                                  options.max_request_bytes, options.queues);
     absl::Status started = port->blk().Start(kLinuxFeatures, options.queues, options.queue_size);
     if (!started.ok()) return started;
     testbed->port_ = std::move(port);
   } else {
-    auto port = std::make_unique<ScsiPort>(testbed->driver(), testbed->memory(),
-                                           testbed->allocator(), options.max_request_bytes,
-                                           options.queues);
+    auto port =
+        std::make_unique<ScsiPort>(testbed->driver(), testbed->memory(), testbed->allocator(),
+                                   options.max_request_bytes, options.queues);
     absl::Status started =
         port->scsi().Start(kLinuxScsiFeatures, options.queues, options.queue_size);
     if (!started.ok()) return started;

@@ -76,8 +76,8 @@ const char* HotstopDeviceName(HotstopDevice device);
 // What a load driver sends: a read or a write of whole 512-byte sectors.
 struct DiskIo {
   bool write = false;
-  uint64_t offset = 0;   // bytes, a multiple of 512
-  uint32_t length = 0;   // bytes, a multiple of 512
+  uint64_t offset = 0;             // bytes, a multiple of 512
+  uint32_t length = 0;             // bytes, a multiple of 512
   std::vector<uint8_t> data = {};  // write: `length` bytes
   bool indirect = false;
   uint32_t segment_size = 0;  // split data into buffers of this size (0: one)
