@@ -15,6 +15,10 @@
 #                  before /init's exit-status line
 #   console-short  the same with `uname -a` (a few bytes left in the UART
 #                  buffer when the command exits, as in scripts/quickstart.sh)
+#   console-slow   console-output with 600 lines into a slow reader (a FIFO
+#                  with a 4 KiB pipe buffer, 2.5 KB/s after the /init
+#                  marker): the guest's tty still holds output when the
+#                  command exits, every time, not only when timing says so
 # Needs /dev/kvm that can run Linux (hardware virtualization, or inside
 # tests/rig/run-with-kvm); prints the console and kvmini's stderr on failure.
 set -u
@@ -55,15 +59,49 @@ panic) command='-- sh -c "echo c > /proc/sysrq-trigger"'; expected_status=1 ;;
 # queued in the guest's tty: the case the console drain in /init is for.
 console-output) cpus=2; command='-- sh -c "seq 1 200 | sed s/^/kvmini-console-line-/"' ;;
 console-short) cpus=2; command='-- uname -a' ;;
+console-slow) cpus=2; command='-- sh -c "seq 1 600 | sed s/^/kvmini-console-line-/"' ;;
 *) echo "unknown case $case_name"; exit 2 ;;
 esac
 
+reader=
+if [ "$case_name" = console-slow ]; then
+	mkfifo "$work/console.fifo"
+	# Fast until the /init marker (kernel messages are written by polling),
+	# then 256 bytes per 100 ms.
+	python3 -c '
+import fcntl, os, sys
+import time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.fcntl(fd, 1031, 4096)  # F_SETPIPE_SZ: no 64 KiB pipe to hide the stall
+seen, slow = b"", False
+with open(sys.argv[2], "wb") as out:
+    while chunk := os.read(fd, 256):
+        out.write(chunk)
+        out.flush()
+        if slow:
+            time.sleep(0.1)
+        else:
+            seen = seen[-64:] + chunk
+            slow = b"init ready" in seen
+' "$work/console.fifo" "$work/console" &
+	reader=$!
+fi
+serial_target=$work/console
+[ -n "$reader" ] && serial_target=$work/console.fifo
+
 start=$(date +%s.%N)
 "$kvmini" --kernel "$image_dir/vmlinuz" --initrd "$image_dir/initrd-base.img" \
-	--memory 256M --cpus "$cpus" --serial "file:$work/console" \
+	--memory 256M --cpus "$cpus" --serial "file:$serial_target" \
 	--append "$command" </dev/null 2>"$work/stderr"
 status=$?
 end=$(date +%s.%N)
+if [ -n "$reader" ]; then
+	# A kvmini that never opened the FIFO leaves the reader blocked in its
+	# open: this open for writing releases it (and times out if it is gone).
+	# shellcheck disable=SC2016 # $1 is the inner shell's
+	timeout 2 sh -c ': >"$1"' sh "$work/console.fifo" 2>/dev/null
+	wait "$reader"
+fi
 echo "kvmini exited with $status after $(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }') s ($case_name, $(basename "$image_dir"))"
 
 [ "$status" = "$expected_status" ] || fail "kvmini exited with $status, expected $expected_status"
@@ -83,13 +121,15 @@ reboot)
 panic)
 	grep -q 'panicked' "$work/stderr" || fail "kvmini did not report the kernel panic"
 	;;
-console-output)
+console-output | console-slow)
+	lines=200
+	[ "$case_name" = console-slow ] && lines=600
 	# Whole lines only: a kernel message may share a line with one of ours,
 	# and would then show up as a missing number.
 	seen=$(grep -oE 'kvmini-console-line-[0-9]+' "$work/console" | sed 's/^kvmini-console-line-//' | tr '\n' ' ')
-	expected=$(seq 1 200 | tr '\n' ' ')
-	[ "$seen" = "$expected" ] || fail "console lines missing or out of order: got $(echo "$seen" | wc -w) of 200, last: $(echo "$seen" | awk '{ print $NF }')"
-	last_line=$(grep -n 'kvmini-console-line-200' "$work/console" | cut -d: -f1)
+	expected=$(seq 1 "$lines" | tr '\n' ' ')
+	[ "$seen" = "$expected" ] || fail "console lines missing or out of order: got $(echo "$seen" | wc -w) of $lines, last: $(echo "$seen" | awk '{ print $NF }')"
+	last_line=$(grep -n "kvmini-console-line-$lines" "$work/console" | cut -d: -f1)
 	status_line=$(grep -n 'kvmini-guest: exit status 0' "$work/console" | cut -d: -f1)
 	[ -n "$status_line" ] || fail "no 'kvmini-guest: exit status 0' line"
 	[ "$last_line" -lt "$status_line" ] || fail "the command's output came after /init's exit-status line"
