@@ -181,6 +181,19 @@ TEST(LoadLinuxRulesTest, KernelTooBigForMemory) {
   EXPECT_THAT(state.status().message(), HasSubstr("vmlinuz: the kernel needs guest RAM up to"));
 }
 
+TEST(LoadLinuxRulesTest, PrefAddressNearTheTopOfTheAddressSpaceIsRefused) {
+  // pref_address + init_size used to wrap to a small address and pass the
+  // RAM check (found by the boot_loader fuzz target).
+  FakeKernelOptions options;
+  options.pref_address = 0xFFFF'FFFF'FF00'0000;
+  const std::vector<uint8_t> kernel = MakeFakeBzImage(options);
+  auto memory = MakeTestGuest(256 * kMiB);
+  auto state = LoadLinux(*memory, ConfigFor(kernel, {}));
+  ASSERT_FALSE(state.ok());
+  EXPECT_EQ(state.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(state.status().message(), HasSubstr("vmlinuz: the kernel needs guest RAM up to"));
+}
+
 TEST(LoadLinuxRulesTest, NoInitrdLeavesRamdiskFieldsZero) {
   auto memory = MakeTestGuest(256 * kMiB);
   const std::vector<uint8_t> kernel = MakeFakeBzImage();
