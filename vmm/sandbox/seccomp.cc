@@ -66,6 +66,21 @@ absl::StatusOr<std::vector<sock_filter>> ReadProgram(int fd) {
   return program;
 }
 
+std::vector<scmp_arg_cmp> Comparisons(const std::vector<ArgumentCondition>& conditions) {
+  std::vector<scmp_arg_cmp> comparisons;
+  for (const ArgumentCondition& condition : conditions) {
+    if (condition.differs) {
+      comparisons.push_back({condition.index, SCMP_CMP_NE, condition.value, 0});
+    } else if (condition.mask == ~uint64_t{0}) {
+      comparisons.push_back({condition.index, SCMP_CMP_EQ, condition.value, 0});
+    } else {
+      // Masked equality compares datum_b with (argument & datum_a).
+      comparisons.push_back({condition.index, SCMP_CMP_MASKED_EQ, condition.mask, condition.value});
+    }
+  }
+  return comparisons;
+}
+
 absl::StatusOr<std::vector<sock_filter>> Compile(ThreadKind kind, pid_t pid) {
   // Forbidden calls trap into the SIGSYS report; so do calls through
   // another ABI (int 0x80, x32), whose numbers mean other calls.
@@ -80,14 +95,7 @@ absl::StatusOr<std::vector<sock_filter>> Compile(ThreadKind kind, pid_t pid) {
     return FilterError(kind, "asking for the binary-tree layout", -rc);
   }
   for (const AllowedSyscall& entry : AllowList(kind, pid)) {
-    std::vector<scmp_arg_cmp> comparisons;
-    for (const ArgumentCondition& condition : entry.conditions) {
-      // Masked equality compares datum_b with (argument & datum_a).
-      comparisons.push_back(condition.mask == ~uint64_t{0}
-                                ? scmp_arg_cmp{condition.index, SCMP_CMP_EQ, condition.value, 0}
-                                : scmp_arg_cmp{condition.index, SCMP_CMP_MASKED_EQ,
-                                               condition.mask, condition.value});
-    }
+    std::vector<scmp_arg_cmp> comparisons = Comparisons(entry.conditions);
     int rc = seccomp_rule_add_array(context.get(), SCMP_ACT_ALLOW, static_cast<int>(entry.number),
                                     static_cast<unsigned>(comparisons.size()),
                                     comparisons.data());
@@ -102,9 +110,12 @@ absl::StatusOr<std::vector<sock_filter>> Compile(ThreadKind kind, pid_t pid) {
       return status;
     }
   }
-  for (const RefusedSyscall& entry : RefusedList()) {
-    int rc = seccomp_rule_add(context.get(), SCMP_ACT_ERRNO(entry.error),
-                              static_cast<int>(entry.number), 0);
+  for (const RefusedSyscall& entry : RefusedList(kind)) {
+    std::vector<scmp_arg_cmp> comparisons = Comparisons(entry.conditions);
+    int rc = seccomp_rule_add_array(context.get(), SCMP_ACT_ERRNO(entry.error),
+                                    static_cast<int>(entry.number),
+                                    static_cast<unsigned>(comparisons.size()),
+                                    comparisons.data());
     if (rc < 0) {
       return FilterError(kind, absl::StrCat("refusing system call ", entry.number), -rc);
     }
