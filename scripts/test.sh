@@ -2,7 +2,7 @@
 # The whole test suite, as CI runs it: set-up as in quickstart.sh, then
 #   1. build/normal (gcc): every test except Linux-guest ones;
 #   2. the Linux-guest tests (label guest) inside ONE rig boot;
-#   3. build/asan (clang, ASan+UBSan, -Wthread-safety): label unit, then
+#   3. build/asan (clang, ASan+UBSan, -Wthread-safety): labels unit and kvm, then
 #      the libFuzzer targets for ~20 s each (label fuzz);
 #   4. build/tsan (clang, TSan, -Wthread-safety): label concurrency.
 # Exits non-zero on any failure; the last line is a ctest-style summary of
@@ -84,13 +84,13 @@ if build_or_fail normal build/normal "${build_flags[@]}"; then
   fi
 fi
 
-# 3. ASan+UBSan, clang (also checks the lock annotations): the unit tests,
+# 3. ASan+UBSan, clang (also checks the lock annotations): the unit and kvm tests,
 #    then each libFuzzer target for a short bounded time.
 if build_or_fail asan build/asan -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
     "${build_flags[@]}" -DKVMINI_SANITIZE=address -DKVMINI_BUILD_FUZZERS=ON \
-    -- tests-unit tests-fuzz; then
+    -- tests-unit tests-kvm tests-fuzz; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    run_ctest asan build/asan -L unit -j "$KVMINI_JOBS"
+    run_ctest asan build/asan -L 'unit|kvm' -j "$KVMINI_JOBS"
   run_ctest fuzz build/asan -L fuzz -j "$KVMINI_JOBS"
 fi
 
