@@ -192,7 +192,7 @@ def main():
     parser.add_argument("--image-mib", type=int, default=256)
     parser.add_argument("--memory-mib", type=int, default=512)
     parser.add_argument("--cpus", type=int, default=1)
-    parser.add_argument("--timeout", type=float, default=600, help="per boot, seconds")
+    parser.add_argument("--timeout", type=float, default=300, help="per boot, seconds")
     parser.add_argument("--work-dir", default=os.environ.get("TMPDIR", "/tmp"),
                         help="where the image and initrd go (default $TMPDIR: tmpfs in the rig)")
     parser.add_argument("--json", help="also write every figure to this file")
@@ -227,24 +227,44 @@ def main():
               f"{args.memory_mib} MiB", flush=True)
         iops = {device: {vmm: {job: [] for job in jobs} for vmm in vmms} for device in devices}
         boot_seconds = {device: {vmm: [] for vmm in vmms} for device in devices}
-        for run in range(args.runs):
-            order = vmms if run % 2 == 0 else list(reversed(vmms))
-            for device in devices:
-                guest_args = f"{GUEST_DEVICE[device]} {args.fio_seconds} {args.fio_ramp} {job_words}"
-                for vmm in order:
-                    command = vmm_command(vmm, device, args, kernel, initrd, image, guest_args)
-                    console, seconds = run_guest(command, args.timeout)
-                    figures = parse_results(console, jobs)
-                    boot_seconds[device][vmm].append(seconds)
-                    for job in jobs:
-                        iops[device][vmm][job].append(figures[job])
-                    print(f"run {run + 1} {device:4} {vmm:6} "
-                          + " ".join(f"{job} {figures[job]:9.0f}" for job in jobs)
-                          + f"  ({seconds:.1f} s)", flush=True)
+        failure = None
+        try:
+            for run in range(args.runs):
+                order = vmms if run % 2 == 0 else list(reversed(vmms))
+                for device in devices:
+                    guest_args = (f"{GUEST_DEVICE[device]} {args.fio_seconds} {args.fio_ramp} "
+                                  f"{job_words}")
+                    for vmm in order:
+                        command = vmm_command(vmm, device, args, kernel, initrd, image,
+                                              guest_args)
+                        console, seconds = run_guest(command, args.timeout)
+                        figures = parse_results(console, jobs)
+                        boot_seconds[device][vmm].append(seconds)
+                        for job in jobs:
+                            iops[device][vmm][job].append(figures[job])
+                        print(f"run {run + 1} {device:4} {vmm:6} "
+                              + " ".join(f"{job} {figures[job]:9.0f}" for job in jobs)
+                              + f"  ({seconds:.1f} s)", flush=True)
+        except RuntimeError as error:
+            # Keep the repetitions that completed for every VMM and disk: a
+            # nested guest that hangs late in a long run should not void it.
+            failure = str(error)
+            print(f"guest_fio_compare.py: {failure}", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    result = {"runs": args.runs, "fio_seconds": args.fio_seconds, "fio_ramp": args.fio_ramp,
+    complete = min(len(values) for by_vmm in boot_seconds.values() for values in by_vmm.values())
+    if complete == 0:
+        raise RuntimeError("no repetition completed (see above)")
+    if failure:
+        print(f"guest_fio_compare.py: summarising the {complete} complete repetitions",
+              file=sys.stderr)
+        for device in devices:
+            for vmm in vmms:
+                del boot_seconds[device][vmm][complete:]
+                for job in jobs:
+                    del iops[device][vmm][job][complete:]
+    result = {"runs": complete, "error": failure, "fio_seconds": args.fio_seconds, "fio_ramp": args.fio_ramp,
               "image_mib": args.image_mib, "cpus": args.cpus, "memory_mib": args.memory_mib,
               "devices": {}}
     print("\nIOPS, min / median / max" + (", ratio kvmini/QEMU of the medians (target >= 1.0)"
@@ -266,7 +286,7 @@ def main():
     if args.json:
         with open(args.json, "w") as out:
             json.dump(result, out, indent=1)
-    return 0
+    return 1 if failure else 0
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ class Report:
         self.add(f"\n## {heading}\n")
         code = self.status.get(step, (None, 0))[0]
         log = os.path.join(self.raw, f"{step}.log")
-        if code not in (None, 0):
+        if code not in (None, 0) and step != "guest-fio":
             self.failed.append(step)
             tail = open(log).read().strip().splitlines()[-8:] if os.path.exists(log) else []
             self.add(f"**Not measured: `{step}` failed (status {code}).** Last lines of its "
@@ -290,8 +290,54 @@ class Report:
                   "boot.png", "Boot to /init in the outer machine (seconds)", "s",
                   "kvmini", "QEMU microvm")
 
+    def guest_fio_from_log(self):
+        """The figures of the boots that completed, from guest_fio_compare.py's log
+        (for a run that failed part-way: its JSON is written only at the end)."""
+        log = open(os.path.join(self.raw, "guest-fio.log")).read()
+        settings = re.search(r"(\d+) s per job after (\d+) s warm-up;.*image (\d+) MiB.*; "
+                             r"(\d+) vCPU, (\d+) MiB", log)
+        boots = {}  # (run, device) -> {vmm: {job: iops}}
+        for match in re.finditer(r"^run (\d+) (\w+)\s+(\w+)\s+(.*?)\s+\([\d.]+ s\)$", log, re.M):
+            words = match.group(4).split()
+            boots.setdefault((match.group(1), match.group(2)), {})[match.group(3)] = {
+                words[i]: float(words[i + 1]) for i in range(0, len(words), 2)}
+        devices, complete_runs = {}, set()
+        for (run, device), by_vmm in sorted(boots.items()):
+            if set(by_vmm) != {"kvmini", "qemu"}:
+                continue  # a pair cut short by the failure
+            complete_runs.add(run)
+            jobs = devices.setdefault(device, {"jobs": {}})["jobs"]
+            for job in by_vmm["kvmini"]:
+                entry = jobs.setdefault(job, {"kvmini": {"runs": []}, "qemu": {"runs": []}})
+                for vmm in ("kvmini", "qemu"):
+                    entry[vmm]["runs"].append(by_vmm[vmm][job])
+        if not devices:
+            raise ValueError("no complete kvmini/QEMU pair in guest-fio.log")
+        for entry in devices.values():
+            for figures in entry["jobs"].values():
+                figures["ratio_median"] = (statistics.median(figures["kvmini"]["runs"]) /
+                                           statistics.median(figures["qemu"]["runs"]))
+        fio_seconds, ramp, image_mib, cpus, memory_mib = (settings.groups() if settings
+                                                         else ["?"] * 5)
+        return {"runs": len(complete_runs), "fio_seconds": fio_seconds, "fio_ramp": ramp,
+                "image_mib": image_mib, "cpus": cpus, "memory_mib": memory_mib,
+                "devices": devices}
+
     def guest_fio(self):
-        data = self.load_json("guest-fio.json")
+        if self.status.get("guest-fio", (0, 0))[0] != 0:
+            # A run cut short writes the complete repetitions to its JSON; an
+            # older or killed one only has its log.
+            try:
+                data = self.load_json("guest-fio.json")
+            except OSError:
+                data = self.guest_fio_from_log()
+            tail = open(os.path.join(self.raw, "guest-fio.log")).read().strip().splitlines()
+            self.add(f"**Incomplete: guest_fio_compare.py failed part-way (status "
+                     f"{self.status['guest-fio'][0]}); below are the {data['runs']} repetitions "
+                     "in which both VMMs completed.** Its last lines:\n\n```\n"
+                     + "\n".join(line[:300] for line in tail[-6:]) + "\n```\n\n")
+        else:
+            data = self.load_json("guest-fio.json")
         rows, plot_rows = [], []
         for device, entry in data["devices"].items():
             for job, figures in entry["jobs"].items():
@@ -401,6 +447,8 @@ class Report:
                 self.add(f"\n**The rig failed (status {self.status['rig'][0]}); see "
                          "raw/rig.log.**\n")
             self.section("boot", "Boot time: kvmini vs QEMU microvm", self.boot)
+            if self.status.get("guest-fio", (0, 0))[0] != 0:
+                self.failed.append("guest-fio")
             self.section("guest-fio", "Guest fio: kvmini vs QEMU microvm", self.guest_fio)
             if "rig" in self.commands:
                 self.add(f"\nBoth ran in one outer-machine boot: `{self.commands['rig']}`\n")
