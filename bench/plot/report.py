@@ -335,7 +335,9 @@ class Report:
             self.add(f"**Incomplete: guest_fio_compare.py failed part-way (status "
                      f"{self.status['guest-fio'][0]}); below are the {data['runs']} repetitions "
                      "in which both VMMs completed.** Its last lines:\n\n```\n"
-                     + "\n".join(line[:300] for line in tail[-6:]) + "\n```\n\n")
+                     + "\n".join(line[:300] for line in
+                                 [line for line in tail if line.startswith("guest_fio_compare.py:")][:1]
+                                 + ["..."] + tail[-4:]) + "\n```\n\n")
         else:
             data = self.load_json("guest-fio.json")
         rows, plot_rows = [], []
@@ -366,7 +368,7 @@ class Report:
         env = dict(line.split("=", 1) for line in self._lines("env.txt") if "=" in line)
         rig_env = dict(line.split("=", 1) for line in self._lines("rig-env.txt") if "=" in line)
         total = sum(seconds for name, (_, seconds) in self.status.items()
-                    if name not in ("boot", "guest-fio", "rig-lock-wait"))
+                    if name not in ("boot", "guest-fio", "rig", "rig-lock-wait"))
         self.add("# kvmini performance\n")
         self.add(f"Written by `bench/run-all.sh{' --quick' if env.get('quick') == '1' else ''}` "
                  f"on {env.get('date', '?')}. Every comparison below is a ratio of figures "
