@@ -17,8 +17,10 @@
 #                  buffer when the command exits, as in scripts/quickstart.sh)
 #   console-slow   console-output with 600 lines into a slow reader (a FIFO
 #                  with a 4 KiB pipe buffer, 2.5 KB/s after the /init
-#                  marker): the guest's tty still holds output when the
-#                  command exits, every time, not only when timing says so
+#                  marker): the drains must wait for a slow consumer
+#                  (kvmini's vCPU blocks in the write, so this does not make
+#                  the old lost-tail race certain; QEMU's non-blocking UART
+#                  back-end does)
 # Needs /dev/kvm that can run Linux (hardware virtualization, or inside
 # tests/rig/run-with-kvm); prints the console and kvmini's stderr on failure.
 set -u
