@@ -28,10 +28,15 @@ class InputReader {
   explicit InputReader(std::span<const uint8_t> input) : input_(input) {}
   bool empty() const { return at_ >= input_.size(); }
   uint8_t Byte() { return at_ < input_.size() ? input_[at_++] : 0; }
-  uint16_t Word() { return static_cast<uint16_t>(Byte() << 8 | Byte()); }
+  uint16_t Word() {
+    const uint8_t high = Byte();  // the operands of | are unsequenced
+    return static_cast<uint16_t>(high << 8 | Byte());
+  }
   std::vector<uint8_t> Bytes(size_t count) {
+    const size_t available = std::min(count, input_.size() - std::min(at_, input_.size()));
     std::vector<uint8_t> bytes(count, 0);
-    for (uint8_t& byte : bytes) byte = Byte();
+    std::copy_n(input_.begin() + at_, available, bytes.begin());
+    at_ += available;
     return bytes;
   }
 
