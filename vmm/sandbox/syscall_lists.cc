@@ -12,6 +12,7 @@
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <initializer_list>
@@ -73,6 +74,16 @@ void AddCommon(std::vector<AllowedSyscall>& list, pid_t pid) {
   list.push_back(ArgumentIs(SYS_prctl, 0, PR_SET_NO_NEW_PRIVS));
   list.push_back({SYS_seccomp, {{0, ~uint64_t{0}, SECCOMP_SET_MODE_FILTER},
                                 {1, ~uint64_t{SECCOMP_FILTER_FLAG_LOG}, 0}}});
+}
+
+// A fatal signal (a kill(SIGABRT) to the process, a fault) can land in any
+// thread; its handler takes the terminal on stdin out of raw mode before the
+// default action (hw/serial/serial_console.cc). The main thread's list has
+// TCSETS on any fd already (adding this narrower rule there made
+// libseccomp leak memory, as LeakSanitizer showed).
+void AddTerminalRestore(std::vector<AllowedSyscall>& list) {
+  list.push_back(
+      {SYS_ioctl, {{0, ~uint64_t{0}, STDIN_FILENO}, {1, kIoctlRequestMask, TCSETS}}});
 }
 
 // An AioContext's loop and what runs in it: fd handlers (eventfds),
@@ -181,15 +192,18 @@ std::vector<AllowedSyscall> AllowList(ThreadKind kind, pid_t pid) {
       break;
     case ThreadKind::kIoThread:
       AddEventLoop(list);
+      AddTerminalRestore(list);
       break;
     case ThreadKind::kVcpu:
       // KVM_GET_(S)REGS describe the vCPU when it fails; KVM_IRQ_LINE is
       // the UART's interrupt, raised from its register handlers.
       AddIoctls(list, {KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_IRQ_LINE});
+      AddTerminalRestore(list);
       break;
     case ThreadKind::kBlockWorker:
       // The work eventfd, and block::RunBlocking's calls.
       AddAll(list, {SYS_read, SYS_preadv, SYS_pwritev, SYS_fdatasync, SYS_fallocate});
+      AddTerminalRestore(list);
       break;
   }
   AddSanitizerRuntime(list);

@@ -8,6 +8,7 @@
 #include <linux/kvm.h>
 #include <signal.h>
 #include <pthread.h>
+#include <termios.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -174,6 +175,28 @@ TEST(SeccompArgumentTest, AllowedValuesOfCheckedArgumentsReachTheKernel) {
   EXPECT_EQ(kvm_run_errno, ENOTTY);
   EXPECT_TRUE(mapped);
   EXPECT_EQ(signal_result, 0);
+}
+
+// A fatal signal can land in any thread, and its handler takes the terminal
+// on stdin out of raw mode: TCSETS on stdin reaches the kernel in every kind
+// of thread (stdin is /dev/null here, which answers ENOTTY).
+TEST(SeccompTerminalRestoreTest, TcsetsOnStdinIsAllowedInEveryKindOfThread) {
+  EXPECT_EXIT(
+      {
+        const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (null_fd < 0 || dup2(null_fd, STDIN_FILENO) < 0) _exit(3);
+        for (ThreadKind kind : {ThreadKind::kMain, ThreadKind::kVcpu, ThreadKind::kIoThread,
+                                ThreadKind::kBlockWorker}) {
+          int tcsets_errno = 0;
+          absl::Status status = RunInFilteredThread(kind, "sandboxed", [&] {
+            termios settings{};
+            if (ioctl(STDIN_FILENO, TCSETS, &settings) < 0) tcsets_errno = errno;
+          });
+          if (!status.ok() || tcsets_errno != ENOTTY) _exit(4);
+        }
+        _exit(0);
+      },
+      ::testing::ExitedWithCode(0), "");
 }
 
 // Each kind has its own list: unlink (removing the control socket at exit)
