@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: set-up as in quickstart.sh, then
 #   1. build/normal (gcc): every test except Linux-guest ones;
-#   2. the Linux-guest tests (label guest) inside ONE rig boot;
+#   2. the Linux-guest tests (label guest), each in its own rig boot;
 #   3. build/asan (clang, ASan+UBSan, -Wthread-safety): labels unit and kvm, then
 #      the libFuzzer targets for ~20 s each (label fuzz);
 #   4. build/tsan (clang, TSan, -Wthread-safety): label concurrency.
@@ -69,27 +69,22 @@ build_or_fail() {
 if build_or_fail normal build/normal "${build_flags[@]}"; then
   run_ctest normal build/normal -LE guest -j "$KVMINI_JOBS"
 
-  # 2. Linux guests, all in one outer-machine boot when the host lacks
-  #    hardware virtualization (tests/rig/run-with-kvm decides).
+  # 2. Linux guests, through an outer machine when the host lacks hardware
+  #    virtualization (tests/rig/run-with-kvm decides).
   if [ -x tests/rig/run-with-kvm ] && [ -n "$(ctest --test-dir build/normal -N -L guest | grep -E '^ +Test +#')" ]; then
     for flavour in cloud generic; do
       kvmini_say "guest image: $flavour"
       guest-images/build.sh --flavour "$flavour" build/guest/$flavour \
         || { total_failed=$((total_failed + 1)); failed_phases+=("guest image $flavour"); }
     done
-    # The outer machine is QEMU TCG running nested SVM; rarely it wedges
-    # whole (no console output, ctest's own timeouts never fire). That is
-    # the rig failing (status 125), not a test: say so and run the guest
-    # tests once more in a fresh outer machine. The limit keeps a wedge
-    # from eating CI's budget (the phase takes 8-15 min).
-    for attempt in 1 2; do
-      kvmini_say "tests: guest (through tests/rig/run-with-kvm, attempt $attempt)"
-      tests/rig/run-with-kvm --timeout "${KVMINI_GUEST_PHASE_TIMEOUT:-1500}" -- \
-        ctest --test-dir build/normal --output-on-failure -L guest 2>&1 | tee build/guest.ctest.log
-      guest_status=${PIPESTATUS[0]}
-      [ "$guest_status" -eq 125 ] && [ "$attempt" -eq 1 ] || break
-      echo "the rig failed (status 125, see above): running the guest tests again" >&2
-    done
+    # Each test gets its own outer machine: QEMU TCG running nested SVM
+    # now and then freezes or resets the whole outer machine. That is the
+    # rig failing (status 125), not the test; run-guest-tests repeats that
+    # one test in a fresh outer machine and lists every such repeat. A test
+    # that fails is never repeated.
+    kvmini_say "tests: guest (each through tests/rig/run-with-kvm)"
+    tests/rig/run-guest-tests build/normal 2>&1 | tee build/guest.ctest.log
+    guest_status=${PIPESTATUS[0]}
     count_results guest build/guest.ctest.log "$guest_status"
   fi
 fi

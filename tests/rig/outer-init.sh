@@ -80,6 +80,12 @@ mkdir -p -m 1777 /host/run/kvmini-rig-tmp
 
 stty -F /dev/ttyS1 raw -echo || fail "no second serial port (ttyS1) for the command's output"
 
+# A heartbeat on the console while the job runs: QEMU's TCG has been seen
+# to freeze the whole outer machine (no console, no output); run-with-kvm
+# tells that apart from a slow command by the heartbeat stopping.
+( while sleep 5; do say ALIVE; done ) &
+heartbeat=$!
+
 # The job starts with an empty environment: it sets what it passes.
 read -r uptime _ < /proc/uptime
 say "READY $uptime"
@@ -91,6 +97,7 @@ else
   env -i /bin/chroot /host /bin/sh "$job/job.sh" < /dev/null 2>&1 | cat > /dev/ttyS1
   rc=$?
 fi
+kill "$heartbeat" 2>/dev/null
 # stty sets the line with TCSADRAIN: it returns once the UART has sent
 # everything the command wrote, so no output is lost at power-off.
 stty -F /dev/ttyS1 raw -echo

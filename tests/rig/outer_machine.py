@@ -21,6 +21,10 @@ from rig_options import INNER_TMPDIR
 # Inside the outer machine these are its own mounts, not this host's files.
 NOT_SHARED = ("/proc", "/sys", "/dev", "/run")
 STALE_JOB_SECONDS = 60
+# outer-init.sh says ALIVE every 5 s while the command runs. Silence this
+# long means the outer machine froze (seen with QEMU TCG + nested SVM); a
+# slow command alone never stops the heartbeat. The self-test shortens it.
+HEARTBEAT_LIMIT_SECONDS = float(os.environ.get("KVMINI_RIG_HEARTBEAT_LIMIT", "90"))
 CONSOLE_LINES_KEPT = 60
 # The firmware clears the screen: escape sequences the console may carry.
 TERMINAL_CONTROL = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|c)")
@@ -102,7 +106,7 @@ class JobFolder:
 def qemu_command(qemu, options, entry, console_fd, output_fd, append):
     return [
         qemu, "-name", "kvmini-rig",
-        "-M", "pc", "-accel", "tcg,thread=multi", "-cpu", "max",
+        "-M", "pc", "-accel", f"tcg,thread={options.tcg_threads}", "-cpu", "max",
         "-smp", str(options.cpus), "-m", str(options.memory_mib),
         "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
         "-kernel", os.path.join(entry, "kernel"), "-initrd", os.path.join(entry, "initrd.img"),
@@ -128,6 +132,7 @@ class Session:  # pylint: disable=too-many-instance-attributes
         self.verbose = verbose
         self.started = time.monotonic()
         self.ready_after = None
+        self.last_heartbeat = None
         self.exit_status = None
         self.failure = None
         self.console_tail = collections.deque(maxlen=CONSOLE_LINES_KEPT)
@@ -150,8 +155,11 @@ class Session:  # pylint: disable=too-many-instance-attributes
         if position >= 0:
             event = line[position + len(self.marker):]
             ready = re.fullmatch(r"READY(?: ([0-9.]+))?", event)
-            if ready:
+            if event == "ALIVE":
+                self.last_heartbeat = time.monotonic()
+            elif ready:
                 self.ready_after = self.elapsed()
+                self.last_heartbeat = time.monotonic()
                 kernel = f"; its kernel and init took {float(ready.group(1)):.1f} s" if ready.group(1) else ""
                 self.note(f"outer machine ready in {self.ready_after:.1f} s (qemu start to command start{kernel})")
             elif event.startswith("EXIT rc="):
@@ -177,6 +185,12 @@ class Session:  # pylint: disable=too-many-instance-attributes
         if self.verbose:
             self.note(f"qemu: {text.rstrip()}")
 
+    def frozen_for(self):
+        """Seconds without a heartbeat while the command runs, or 0."""
+        if self.last_heartbeat is None or self.exit_status is not None:
+            return 0.0
+        return time.monotonic() - self.last_heartbeat
+
     def diagnostics(self):
         parts = []
         if self.qemu_messages:
@@ -194,6 +208,10 @@ def _pump(session, pipes, qemu, deadline):
             where = (f"while the command was running (outer machine ready after {session.ready_after:.1f} s)"
                      if session.ready_after is not None else "while the outer machine was booting")
             raise TimeoutExpired(where)
+        if session.frozen_for() > HEARTBEAT_LIMIT_SECONDS:
+            raise RigError(f"the outer machine stopped responding: no heartbeat for "
+                           f"{session.frozen_for():.0f} s while the command was running (QEMU's "
+                           f"emulation froze; not the command's doing){session.diagnostics()}")
         readable, _, _ = select.select(list(pipes), [], [], min(remaining, 1.0))
         for descriptor in readable:
             data = os.read(descriptor, 65536)

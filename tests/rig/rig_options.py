@@ -22,6 +22,10 @@ INNER_TMPDIR = "/run/kvmini-rig-tmp"
 # How the outer machine caches the 9p share (mount -t 9p cache=...).
 SHARE_CACHE_MODES = ("loose", "mmap", "none")
 
+# QEMU's TCG runs the outer vCPUs on one host thread each (multi) or all on
+# one thread (single).
+TCG_THREAD_MODES = ("multi", "single")
+
 # Passed to the command besides PATH and HOME; more with --env.
 PASSED_NAMES = ("HOME", "PATH", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ")
 PASSED_PREFIXES = ("KVMINI_", "CTEST_", "GTEST_", "LC_")
@@ -48,6 +52,10 @@ options:
                      (default, fast; changes made on this host during the run
                      may go unseen inside), mmap or none (coherent, ~10x
                      slower program start); also $KVMINI_RIG_9P_CACHE
+  --tcg-threads MODE multi (default: one host thread per outer vCPU) or
+                     single (all outer vCPUs on one thread: slower, rules
+                     out races in QEMU's multi-threaded TCG); also
+                     $KVMINI_RIG_TCG_THREADS
   --cache DIR        kernel+initramfs cache (default $KVMINI_RIG_CACHE or
                      <repo>/build/rig-cache)
   --outer            boot the outer machine even on a host with svm/vmx
@@ -79,6 +87,7 @@ class Options:  # pylint: disable=too-few-public-methods,too-many-instance-attri
         self.cache_dir = os.environ.get("KVMINI_RIG_CACHE") or os.path.join(REPO, "build", "rig-cache")
         self.mode = os.environ.get("KVMINI_RIG_MODE", "auto")
         self.share_cache = os.environ.get("KVMINI_RIG_9P_CACHE", "loose")
+        self.tcg_threads = os.environ.get("KVMINI_RIG_TCG_THREADS", "multi")
         self.prepare = False
         self.verbose = False
         self.help = False
@@ -101,7 +110,7 @@ def parse(argv):
     options = Options()
     if os.environ.get("KVMINI_RIG_TIMEOUT"):
         options.timeout = _number("KVMINI_RIG_TIMEOUT", os.environ["KVMINI_RIG_TIMEOUT"], float)
-    with_value = {"--timeout", "--env", "--cpus", "--memory", "--cache", "--9p-cache"}
+    with_value = {"--timeout", "--env", "--cpus", "--memory", "--cache", "--9p-cache", "--tcg-threads"}
     index = 0
     while index < len(argv):
         flag = argv[index]
@@ -134,6 +143,8 @@ def parse(argv):
             options.cache_dir = value
         elif flag == "--9p-cache":
             options.share_cache = value
+        elif flag == "--tcg-threads":
+            options.tcg_threads = value
         elif flag in ("--outer", "--direct"):
             options.mode = flag[2:]
         elif flag in ("--prepare", "--verbose", "--help"):
@@ -145,6 +156,9 @@ def parse(argv):
         raise UsageError(f"KVMINI_RIG_MODE must be auto, outer or direct, not '{options.mode}'")
     if options.share_cache not in SHARE_CACHE_MODES:
         raise UsageError(f"--9p-cache must be one of {', '.join(SHARE_CACHE_MODES)}, not '{options.share_cache}'")
+    if options.tcg_threads not in TCG_THREAD_MODES:
+        raise UsageError(f"--tcg-threads must be one of {', '.join(TCG_THREAD_MODES)}, "
+                         f"not '{options.tcg_threads}'")
     options.cache_dir = os.path.abspath(options.cache_dir)
     if not options.command and not (options.prepare or options.help):
         raise UsageError("no command given")

@@ -223,6 +223,61 @@ EOF
     expect_no_leftovers "$cache"
     ;;
 
+  frozen)
+    # The outer machine's heartbeat stops (here: the command stops it, as a
+    # frozen emulator would): the rig gives up well before --timeout.
+    limit=15
+    began=$(date +%s)
+    KVMINI_RIG_HEARTBEAT_LIMIT=$limit start_watched --timeout 600 -- "$0" frozen-probe "$work/probe"
+    finish_watched
+    took=$(( $(date +%s) - began ))
+    cat "$work/out" "$work/err"
+    expect_status "$RIG_FAILURE" "$status" "a silent outer machine"
+    expect_in "$work/err" "the outer machine stopped responding: no heartbeat for" "frozen message"
+    [ "$took" -le 120 ] || fail "the rig took $took s to notice the missing heartbeat (limit $limit s)"
+    expect_no_leftovers "$(default_cache)"
+    ;;
+
+  frozen-probe)
+    # Inside: stop the heartbeat loop (the parent of its 'sleep 5'), then
+    # idle far past the rig's heartbeat limit.
+    stopped=0
+    for status_file in /proc/[0-9]*/status; do
+      pid=${status_file#/proc/}; pid=${pid%/status}
+      [ "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" = "sleep 5 " ] || continue
+      parent=$(awk '/^PPid:/ {print $2}' "$status_file")
+      kill -STOP "$parent" && stopped=$((stopped + 1))
+    done
+    echo "stopped $stopped heartbeat loop(s)"
+    [ "$stopped" -ge 1 ] || exit 3
+    sleep 300
+    ;;
+
+  guest-tests)
+    # run-guest-tests over a build tree of three guest-labelled tests: the
+    # second resets the outer machine the first time it runs. Expected:
+    # one rig failure, the second test repeated in a fresh outer machine,
+    # the first never repeated, the third failing on its own, not repeated.
+    mkdir -p "$work/tree"
+    cat > "$work/tree/CTestTestfile.cmake" <<EOF
+add_test(first "/bin/sh" "-c" "echo run >> '$work/first.runs'")
+add_test(second "/bin/sh" "-c" "echo run >> '$work/second.runs'; if [ ! -e '$work/reset-done' ]; then touch '$work/reset-done'; sync; sleep 1; echo b > /proc/sysrq-trigger; sleep 60; fi")
+add_test(third "/bin/sh" "-c" "echo run >> '$work/third.runs'; exit 1")
+set_tests_properties(first second third PROPERTIES LABELS guest)
+EOF
+    "$(dirname "$RIG")/run-guest-tests" "$work/tree" > "$work/out" 2>&1
+    status=$?
+    cat "$work/out"
+    expect_status 1 "$status" "run-guest-tests with one failing test"
+    expect_in "$work/out" "66% tests passed, 1 tests failed out of 3" "summary line"
+    expect_in "$work/out" "rig failures (1): during second in outer machine 1" "rig failure list"
+    expect_in "$work/out" "FAILED: third: Failed" "the failing test named"
+    for name in first:1 second:2 third:1; do
+      runs=$(wc -l < "$work/${name%:*}.runs")
+      [ "$runs" -eq "${name#*:}" ] || fail "test ${name%:*} ran $runs times, expected ${name#*:}"
+    done
+    ;;
+
   interrupt)
     # SIGTERM and SIGINT while the outer machine boots: everything stops,
     # the status says which signal.
