@@ -1,7 +1,6 @@
 #include "block/io_uring_engine.h"
 
 #include <linux/falloc.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <array>
@@ -19,6 +18,9 @@ namespace {
 // of resources while nothing of ours was in flight to wake us up.
 constexpr absl::Duration kSubmitRetryDelay = absl::Milliseconds(1);
 constexpr unsigned kReapBatch = 64;
+// Submit-then-reap rounds per wake-up before the loop's other handlers get
+// their turn again.
+constexpr unsigned kMaxRounds = 8;
 }  // namespace
 
 IoUringEngine::IoUringEngine(util::AioContext& context) : context_(context) {
@@ -46,17 +48,18 @@ absl::Status IoUringEngine::SetUp() {
   ring_ready_ = true;
   completion_capacity_ = params.cq_entries;
 
-  event_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (event_fd_ < 0) return absl::ErrnoToStatus(errno, "eventfd for io_uring completions");
-  result = io_uring_register_eventfd(&ring_, event_fd_);
-  if (result < 0) return absl::ErrnoToStatus(-result, "io_uring_register_eventfd");
-
-  submit_bh_ = context_.NewBottomHalf([this] { SubmitBatch(); });
-  return context_.SetFdHandler(event_fd_, [this] { ReapCompletions(); });
+  submit_bh_ = context_.NewBottomHalf([this] { SubmitAndReap(); });
+  absl::Status watched = context_.SetFdHandler(ring_.ring_fd, [this] { SubmitAndReap(); });
+  if (!watched.ok()) {
+    return absl::Status(watched.code(),
+                        absl::StrCat("watching the io_uring for completions: ", watched.message()));
+  }
+  watching_ring_fd_ = true;
+  return absl::OkStatus();
 }
 
 IoUringEngine::~IoUringEngine() {
-  if (event_fd_ >= 0) context_.RemoveFdHandler(event_fd_);
+  if (watching_ring_fd_) context_.RemoveFdHandler(ring_.ring_fd);
   submit_bh_.reset();
   if (in_kernel_ > 0 || prepared_ > 0 || !waiting_.empty()) {
     // A backend was destroyed (or its context torn down) without Drain():
@@ -66,7 +69,6 @@ IoUringEngine::~IoUringEngine() {
                       << " operations unfinished";
   }
   if (ring_ready_) io_uring_queue_exit(&ring_);
-  if (event_fd_ >= 0) close(event_fd_);
 }
 
 void IoUringEngine::Submit(IoOperation* operation) {
@@ -75,7 +77,9 @@ void IoUringEngine::Submit(IoOperation* operation) {
   } else {
     waiting_.push_back(operation);
   }
-  submit_bh_->Schedule();
+  // Inside SubmitAndReap (a completion callback starting the next request)
+  // its next round submits this; otherwise the end of this loop iteration.
+  if (!submitting_and_reaping_) submit_bh_->Schedule();
 }
 
 bool IoUringEngine::Prepare(IoOperation* operation) {
@@ -103,12 +107,41 @@ bool IoUringEngine::Prepare(IoOperation* operation) {
   return true;
 }
 
-void IoUringEngine::SubmitBatch() {
+void IoUringEngine::SubmitAndReap() {
+  submitting_and_reaping_ = true;
+  int submitted = 0;
+  for (unsigned round = 0; round < kMaxRounds; ++round) {
+    submitted = SubmitPrepared();
+    if (!ReapCompletions()) break;
+  }
+  submitting_and_reaping_ = false;
+  if (prepared_ == 0 && waiting_.empty()) return;
+  // Left over: the submission queue was full, or the ring was still busy
+  // after kMaxRounds, or the kernel refused the batch.
+  if (in_kernel_ > 0) {
+    // Each completion makes the ring's fd readable, and its handler comes
+    // back here to submit the rest.
+    return;
+  }
+  if (submitted >= 0) {
+    submit_bh_->Schedule();
+  } else if (!retry_timer_armed_) {
+    // The kernel is short of resources and nothing of ours is in flight
+    // to make room: try again shortly rather than spin.
+    retry_timer_armed_ = true;
+    context_.AddTimer(absl::Now() + kSubmitRetryDelay, [this] {
+      retry_timer_armed_ = false;
+      SubmitAndReap();
+    });
+  }
+}
+
+int IoUringEngine::SubmitPrepared() {
   while (!waiting_.empty() && HasRoom() && Prepare(waiting_.front())) {
     waiting_.pop_front();
     ++prepared_;
   }
-  if (prepared_ == 0) return;
+  if (prepared_ == 0) return 0;
   int result;
   do {
     result = io_uring_submit(&ring_);
@@ -123,35 +156,17 @@ void IoUringEngine::SubmitBatch() {
     KVMINI_CHECK(result == -EAGAIN || result == -EBUSY,
                  absl::StrCat("io_uring_submit failed: ", strerror(-result)));
   }
-  if (prepared_ > 0 || !waiting_.empty()) {
-    if (in_kernel_ > 0) {
-      // Reaping completions frees room and submits the rest.
-      return;
-    }
-    if (result > 0) {
-      submit_bh_->Schedule();
-    } else if (!retry_timer_armed_) {
-      // The kernel is short of resources and nothing of ours is in flight
-      // to make room: try again shortly rather than spin.
-      retry_timer_armed_ = true;
-      context_.AddTimer(absl::Now() + kSubmitRetryDelay, [this] {
-        retry_timer_armed_ = false;
-        SubmitBatch();
-      });
-    }
-  }
+  return result;
 }
 
-void IoUringEngine::ReapCompletions() {
-  // Cleared before looking at the ring, so a completion posted after the
-  // last look sets it again and wakes the loop.
-  eventfd_t ignored;
-  (void)eventfd_read(event_fd_, &ignored);
+bool IoUringEngine::ReapCompletions() {
   std::array<io_uring_cqe*, kReapBatch> cqes;
   std::array<std::pair<IoOperation*, int>, kReapBatch> finished;
+  bool reaped = false;
   while (true) {
     unsigned count = io_uring_peek_batch_cqe(&ring_, cqes.data(), kReapBatch);
     if (count == 0) break;
+    reaped = true;
     for (unsigned i = 0; i < count; ++i) {
       finished[i] = {static_cast<IoOperation*>(io_uring_cqe_get_data(cqes[i])), cqes[i]->res};
     }
@@ -163,7 +178,7 @@ void IoUringEngine::ReapCompletions() {
       finished[i].first->Finished(finished[i].second);
     }
   }
-  if (prepared_ > 0 || !waiting_.empty()) submit_bh_->Schedule();
+  return reaped;
 }
 
 }  // namespace kvmini::block
