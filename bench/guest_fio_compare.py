@@ -1,18 +1,26 @@
 #!/usr/bin/env python3
 """Guest fio on kvmini next to QEMU's microvm, on the same kernel, initrd and image.
 
-Boots the guest image (guest-images/build.sh output, with fio) with one disk
-and runs fio inside the guest: 4 KiB random reads at queue depth 1 and 32
-and 4 KiB random writes at queue depth 32 (O_DIRECT in the guest, io_uring
-engine). The disk is, in turn:
-  blk   kvmini --blk path=IMG,iothread=io0        vs QEMU virtio-blk-device
-  scsi  kvmini --scsi path=IMG,iothread=io0       vs QEMU virtio-scsi-device + scsi-hd
-each on an IOThread, QEMU with -object iothread and aio=io_uring. Both VMMs
-open the image buffered (kvmini's default; QEMU cache=writeback), because
-the image lives on a tmpfs that has no O_DIRECT in the rig's outer kernel.
+Boots the guest image (guest-images/build.sh output, with fio) with both
+disks and runs one fio process inside the guest that measures, one job after
+the other on each disk: 4 KiB random reads at queue depth 1 and 32 and 4 KiB
+random writes at queue depth 32 (O_DIRECT in the guest, io_uring engine).
+The disks, each with an image of its own and an IOThread of its own:
+  blk   kvmini --blk path=IMG1,iothread=io0       vs QEMU virtio-blk-device
+  scsi  kvmini --scsi path=IMG2,iothread=io1      vs QEMU virtio-scsi-device + scsi-hd
+QEMU with -object iothread and aio=io_uring. Both VMMs open the images
+buffered (kvmini's default; QEMU cache=writeback), because the images live
+on a tmpfs that has no O_DIRECT in the rig's outer kernel. One boot per VMM
+and repetition measures every job (a boot costs more than all of fio).
 The VMMs alternate boot by boot (who goes first swaps every repetition), so
 load from elsewhere hits both alike. Prints each run, min/median/max IOPS for
-both and the ratio kvmini/QEMU of the medians; --json keeps every figure.
+both and the ratio kvmini/QEMU of the medians; --json keeps every figure (and
+is rewritten after every repetition, so a run cut short keeps what it did).
+
+A boot that hangs or dies (the rig's nested guests now and then do, under
+either VMM, for the emulator's reasons) is killed with its VMM after a few
+times the slowest boot so far and redone, a few times at most; the output and
+the JSON say which boot was redone and why.
 
 Needs /dev/kvm that can run Linux: on a host without hardware virtualization
 run it through the rig, under the team's rig lock:
@@ -52,36 +60,40 @@ JOBS = {
 }
 GUEST_DEVICE = {"blk": "vda", "scsi": "sda"}
 
-# Runs in the guest (busybox sh): waits for the disk, runs each fio job and
-# prints one result line per job with its read and write IOPS.
-#   fio.sh DEVICE SECONDS RAMP_SECONDS JOB...   (JOB = name:rw:depth)
+# Runs in the guest (busybox sh): waits for the disks, then runs ONE fio
+# process whose jobs run one after the other (stonewall) and prints one result
+# line per job with its read and write IOPS (fio's terse format, version 3:
+# field 3 the job's name, 8 read IOPS, 49 write IOPS). One fio start instead
+# of one per job: a program start costs seconds at the nested guest's speed.
+#   fio.sh SECONDS RAMP_SECONDS JOB...   (JOB = device:name:rw:depth)
 GUEST_SCRIPT = r"""#!/bin/sh
-device=$1 seconds=$2 ramp=$3
-shift 3
-waited=0
-while [ ! -b "/dev/$device" ]; do
-	[ "$waited" -ge 200 ] && { echo "kvmini-bench: error: no /dev/$device after 20 s"; exit 1; }
-	sleep 0.1
-	waited=$((waited + 1))
-done
-status=0
+seconds=$1 ramp=$2
+shift 2
+jobs=""
 for job in "$@"; do
-	name=${job%%:*}
+	device=${job%%:*}
 	rest=${job#*:}
+	name=${rest%%:*}
+	rest=${rest#*:}
 	rw=${rest%%:*}
 	depth=${rest#*:}
-	if fio --name="$name" --filename="/dev/$device" --direct=1 --ioengine=io_uring \
-		--rw="$rw" --bs=4k --iodepth="$depth" --runtime="$seconds" --ramp_time="$ramp" \
-		--time_based --norandommap --randrepeat=0 --output-format=json \
-		--output=/tmp/fio.json >/tmp/fio.log 2>&1; then
-		# The job's first "iops" key is its read side, the second its write side.
-		echo "kvmini-bench: result $name $(awk -F': ' '/"iops" :/ { gsub(",", "", $2); v[n++] = $2 } END { print v[0], v[1] }' /tmp/fio.json)"
-	else
-		echo "kvmini-bench: error: fio $name failed: $(tail -n 5 /tmp/fio.log | tr '\n' '|')"
-		status=1
-	fi
+	waited=0
+	while [ ! -b "/dev/$device" ]; do
+		[ "$waited" -ge 200 ] && { echo "kvmini-bench: error: no /dev/$device after 20 s"; exit 1; }
+		sleep 0.1
+		waited=$((waited + 1))
+	done
+	jobs="$jobs --name=$device.$name --filename=/dev/$device --rw=$rw --iodepth=$depth --stonewall"
 done
-exit $status
+# shellcheck disable=SC2086 # $jobs is a list of words
+if fio --direct=1 --ioengine=io_uring --bs=4k --runtime="$seconds" --ramp_time="$ramp" \
+	--time_based --norandommap --randrepeat=0 --output-format=terse \
+	--output=/tmp/fio.terse $jobs >/tmp/fio.log 2>&1; then
+	awk -F';' '$1 == 3 { print "kvmini-bench: result", $3, $8, $49 }' /tmp/fio.terse
+else
+	echo "kvmini-bench: error: fio failed: $(tail -n 5 /tmp/fio.log | tr '\n' '|')"
+	exit 1
+fi
 """
 
 
@@ -126,46 +138,49 @@ def make_image(path, mib):
             out.write(chunk)
 
 
-def vmm_command(vmm, device, args, kernel, initrd, image, guest_args):
+def vmm_command(vmm, args, kernel, initrd, images, guest_args):
+    """The VMM's command line with one disk per entry of `images` ({device: path})."""
     cmdline = f"{CMDLINE} -- /kvmini-bench/fio.sh {guest_args}"
+    iothreads = {device: f"io{index}" for index, device in enumerate(images)}
     if vmm == "kvmini":
-        disk = f"path={image},iothread=io0"
-        return [args.kvmini, "--kernel", kernel, "--initrd", initrd, "--cmdline", cmdline,
-                "--memory", f"{args.memory_mib}M", "--cpus", str(args.cpus),
-                "--serial", "stdio", "--iothread", "io0", f"--{device}", disk]
-    drive = f"file={image},if=none,id=disk0,format=raw,aio=io_uring,cache=writeback"
-    if device == "blk":
-        devices = ["-device", "virtio-blk-device,drive=disk0,iothread=io0"]
-    else:
-        devices = ["-device", "virtio-scsi-device,id=scsi0,iothread=io0",
-                   "-device", "scsi-hd,drive=disk0,bus=scsi0.0"]
-    return [args.qemu, "-M", "microvm,acpi=on", "-enable-kvm", "-cpu", "host",
-            "-smp", str(args.cpus), "-m", str(args.memory_mib), "-nodefaults",
-            "-no-user-config", "-nographic", "-serial", "stdio", "-kernel", kernel,
-            "-initrd", initrd, "-append", cmdline, "-object", "iothread,id=io0",
-            "-drive", drive] + devices
+        command = [args.kvmini, "--kernel", kernel, "--initrd", initrd, "--cmdline", cmdline,
+                   "--memory", f"{args.memory_mib}M", "--cpus", str(args.cpus),
+                   "--serial", "stdio"]
+        for device, image in images.items():
+            command += ["--iothread", iothreads[device],
+                        f"--{device}", f"path={image},iothread={iothreads[device]}"]
+        return command
+    command = [args.qemu, "-M", "microvm,acpi=on", "-enable-kvm", "-cpu", "host",
+               "-smp", str(args.cpus), "-m", str(args.memory_mib), "-nodefaults",
+               "-no-user-config", "-nographic", "-serial", "stdio", "-kernel", kernel,
+               "-initrd", initrd, "-append", cmdline]
+    for device, image in images.items():
+        iothread, drive = iothreads[device], f"disk{device}"
+        command += ["-object", f"iothread,id={iothread}", "-drive",
+                    f"file={image},if=none,id={drive},format=raw,aio=io_uring,cache=writeback"]
+        if device == "blk":
+            command += ["-device", f"virtio-blk-device,drive={drive},iothread={iothread}"]
+        else:
+            command += ["-device", f"virtio-scsi-device,id=scsi0,iothread={iothread}",
+                        "-device", f"scsi-hd,drive={drive},bus=scsi0.0"]
+    return command
 
 
-def run_guest(command, timeout):
-    """Runs the VMM until the guest's /init prints its exit line; returns the console."""
-    try:
-        seconds, seen = boot_compare.run_until_marker(command, EXIT_LINE, timeout)
-    except RuntimeError as error:
-        raise RuntimeError(f"{error}\n--- command: {' '.join(command)}") from None
-    return seen.decode(errors="replace"), seconds
-
-
-def parse_results(console, jobs):
-    """{job: iops} from the guest's result lines; raises if one is missing."""
-    figures = {}
+def parse_results(console, devices, jobs):
+    """{device: {job: iops}} from the guest's result lines; raises if one is missing."""
+    figures = {device: {} for device in devices}
     for line in console.splitlines():
         line = line.strip()
         if line.startswith("kvmini-bench: error"):
             raise RuntimeError(f"in the guest: {line}\n--- console:\n{console[-3000:]}")
         if line.startswith(RESULT_PREFIX):
             name, read_iops, write_iops = line[len(RESULT_PREFIX):].split()
-            figures[name] = float(write_iops if JOBS[name][0].endswith("write") else read_iops)
-    missing = [job for job in jobs if job not in figures]
+            guest_device, job = name.split(".", 1)
+            device = next(key for key, value in GUEST_DEVICE.items() if value == guest_device)
+            figures[device][job] = float(write_iops if JOBS[job][0].endswith("write")
+                                         else read_iops)
+    missing = [f"{device} {job}" for device in devices for job in jobs
+               if job not in figures[device]]
     if missing:
         raise RuntimeError(f"no result for {', '.join(missing)}\n--- console:\n{console[-3000:]}")
     return figures
@@ -174,6 +189,48 @@ def parse_results(console, jobs):
 def summary(values):
     return {"min": min(values), "median": statistics.median(values), "max": max(values),
             "runs": values}
+
+
+def document(args, vmms, devices, jobs, iops, vm_seconds, runner, error):
+    """The JSON document of the repetitions that completed for every VMM; prints
+    their table when `error` is not the placeholder of a run still going."""
+    complete = min(len(values) for values in vm_seconds.values())
+    result = {"runs": complete, "runs_asked": args.runs, "error": error,
+              "fio_seconds": args.fio_seconds, "fio_ramp": args.fio_ramp,
+              "image_mib": args.image_mib, "cpus": args.cpus, "memory_mib": args.memory_mib,
+              "boot_limits": runner.describe(), "redos": runner.redos,
+              "vm_seconds": {vmm: summary(vm_seconds[vmm][:complete]) for vmm in vmms},
+              "devices": {}}
+    for device in devices:
+        result["devices"][device] = {"jobs": {}}
+        for job in jobs:
+            entry = {vmm: summary(iops[device][vmm][job][:complete]) for vmm in vmms}
+            if len(vmms) == 2:
+                entry["ratio_median"] = entry["kvmini"]["median"] / entry["qemu"]["median"]
+            result["devices"][device]["jobs"][job] = entry
+    return result
+
+
+def print_table(result, vmms):
+    print("\nIOPS, min / median / max" + (", ratio kvmini/QEMU of the medians (target >= 1.0)"
+                                          if len(vmms) == 2 else ""))
+    for device, entry in result["devices"].items():
+        for job, figures in entry["jobs"].items():
+            line = f"  {device:4} {job:15}"
+            for vmm in vmms:
+                s = figures[vmm]
+                line += f"  {vmm} {s['min']:8.0f} {s['median']:8.0f} {s['max']:8.0f}"
+            if "ratio_median" in figures:
+                line += f"  ratio {figures['ratio_median']:.2f}"
+            print(line)
+    print(f"{result['runs']} complete repetitions; {result['boot_limits']}")
+
+
+def write_json(path, result):
+    if path:
+        with open(path + ".new", "w") as out:
+            json.dump(result, out, indent=1)
+        os.replace(path + ".new", path)
 
 
 def main():
@@ -186,15 +243,21 @@ def main():
     parser.add_argument("--vmms", default="kvmini,qemu", help="comma-separated: kvmini,qemu")
     parser.add_argument("--devices", default="blk,scsi", help="comma-separated: blk,scsi")
     parser.add_argument("--jobs", default=",".join(JOBS), help=f"comma-separated: {','.join(JOBS)}")
-    parser.add_argument("--runs", type=int, default=5, help="boots per VMM and device")
-    parser.add_argument("--fio-seconds", type=int, default=5, help="measured time per fio job")
+    parser.add_argument("--runs", type=int, default=5, help="boots per VMM")
+    parser.add_argument("--fio-seconds", type=int, default=3, help="measured time per fio job")
     parser.add_argument("--fio-ramp", type=int, default=1, help="unmeasured warm-up per fio job")
-    parser.add_argument("--image-mib", type=int, default=256)
+    parser.add_argument("--image-mib", type=int, default=256, help="size of each disk's image")
     parser.add_argument("--memory-mib", type=int, default=512)
     parser.add_argument("--cpus", type=int, default=1)
-    parser.add_argument("--timeout", type=float, default=300, help="per boot, seconds")
+    parser.add_argument("--limit-floor", type=float,
+                        help="per-boot limit at least this (seconds; default 60 + 2 x the fio time)")
+    parser.add_argument("--limit-ceiling", type=float,
+                        help="per-boot limit at most this, and until a boot completed "
+                             "(default 120 + 4 x the fio time)")
+    parser.add_argument("--max-redos", type=int, default=3,
+                        help="boots that hung or died redone at most this often in all")
     parser.add_argument("--work-dir", default=os.environ.get("TMPDIR", "/tmp"),
-                        help="where the image and initrd go (default $TMPDIR: tmpfs in the rig)")
+                        help="where the images and initrd go (default $TMPDIR: tmpfs in the rig)")
     parser.add_argument("--json", help="also write every figure to this file")
     args = parser.parse_args()
 
@@ -208,84 +271,75 @@ def main():
             parser.error(f"{what}: unknown {unknown or 'empty list'}; use {', '.join(allowed)}")
     if "kvmini" in vmms and not (args.kvmini and os.access(args.kvmini, os.X_OK)):
         parser.error(f"--kvmini: not an executable: {args.kvmini}")
-    if args.runs < 1 or args.fio_seconds < 1 or args.fio_ramp < 0 or args.image_mib < 16:
-        parser.error("need --runs >= 1, --fio-seconds >= 1, --fio-ramp >= 0, --image-mib >= 16")
+    if (args.runs < 1 or args.fio_seconds < 1 or args.fio_ramp < 0 or args.image_mib < 16
+            or args.max_redos < 0):
+        parser.error("need --runs >= 1, --fio-seconds >= 1, --fio-ramp >= 0, --image-mib >= 16, "
+                     "--max-redos >= 0")
+    fio_time = len(devices) * len(jobs) * (args.fio_seconds + args.fio_ramp)
+    floor = args.limit_floor or 60 + 2 * fio_time
+    ceiling = args.limit_ceiling or max(floor, 120 + 4 * fio_time)
+    if not 0 < floor <= ceiling:
+        parser.error("need 0 < --limit-floor <= --limit-ceiling")
     kernel = os.path.join(args.image_dir, "vmlinuz")
     for path in (kernel, os.path.join(args.image_dir, "initrd.img")):
         if not os.access(path, os.R_OK):
             parser.error(f"no {path}: build it with guest-images/build.sh {args.image_dir}")
 
+    runner = boot_compare.BootRunner(floor, ceiling, max_redos=args.max_redos)
+    iops = {device: {vmm: {job: [] for job in jobs} for vmm in vmms} for device in devices}
+    vm_seconds = {vmm: [] for vmm in vmms}  # boot to the exit line, all jobs
+    failure = None
     work = tempfile.mkdtemp(prefix="kvmini-guest-fio.", dir=args.work_dir)
     try:
         initrd = make_initrd(args.image_dir, work)
-        image = os.path.join(work, "disk.img")
-        make_image(image, args.image_mib)
-        job_words = " ".join(f"{job}:{JOBS[job][0]}:{JOBS[job][1]}" for job in jobs)
+        images = {device: os.path.join(work, f"{device}.img") for device in devices}
+        for image in images.values():
+            make_image(image, args.image_mib)
+        guest_args = f"{args.fio_seconds} {args.fio_ramp} " + " ".join(
+            f"{GUEST_DEVICE[device]}:{job}:{JOBS[job][0]}:{JOBS[job][1]}"
+            for device in devices for job in jobs)
         print(f"guest fio, 4 KiB, O_DIRECT in the guest, {args.fio_seconds} s per job after "
-              f"{args.fio_ramp} s warm-up; {args.runs} boots per VMM and device, alternating; "
-              f"image {args.image_mib} MiB on {args.work_dir}; {args.cpus} vCPU, "
-              f"{args.memory_mib} MiB", flush=True)
-        iops = {device: {vmm: {job: [] for job in jobs} for vmm in vmms} for device in devices}
-        boot_seconds = {device: {vmm: [] for vmm in vmms} for device in devices}
-        failure = None
+              f"{args.fio_ramp} s warm-up; {args.runs} boots per VMM with every disk "
+              f"({', '.join(devices)}), alternating; image {args.image_mib} MiB per disk on "
+              f"{args.work_dir}; {args.cpus} vCPU, {args.memory_mib} MiB", flush=True)
         try:
             for run in range(args.runs):
-                order = vmms if run % 2 == 0 else list(reversed(vmms))
-                for device in devices:
-                    guest_args = (f"{GUEST_DEVICE[device]} {args.fio_seconds} {args.fio_ramp} "
-                                  f"{job_words}")
-                    for vmm in order:
-                        command = vmm_command(vmm, device, args, kernel, initrd, image,
-                                              guest_args)
-                        console, seconds = run_guest(command, args.timeout)
-                        figures = parse_results(console, jobs)
-                        boot_seconds[device][vmm].append(seconds)
+                for vmm in vmms if run % 2 == 0 else list(reversed(vmms)):
+                    command = vmm_command(vmm, args, kernel, initrd, images, guest_args)
+                    seconds, seen = runner.run(f"run {run + 1} {vmm}", command, EXIT_LINE)
+                    console = seen.decode(errors="replace")
+                    try:
+                        figures = parse_results(console, devices, jobs)
+                    except RuntimeError as error:
+                        raise RuntimeError(f"run {run + 1} {vmm}: {error}\n--- command: "
+                                           + " ".join(command)) from None
+                    vm_seconds[vmm].append(seconds)
+                    for device in devices:
                         for job in jobs:
-                            iops[device][vmm][job].append(figures[job])
+                            iops[device][vmm][job].append(figures[device][job])
                         print(f"run {run + 1} {device:4} {vmm:6} "
-                              + " ".join(f"{job} {figures[job]:9.0f}" for job in jobs)
+                              + " ".join(f"{job} {figures[device][job]:9.0f}" for job in jobs)
                               + f"  ({seconds:.1f} s)", flush=True)
+                # What a run cut short from outside (the rig's own timeout) leaves.
+                write_json(args.json, document(
+                    args, vmms, devices, jobs, iops, vm_seconds, runner,
+                    f"cut short after {run + 1} of {args.runs} repetitions"))
         except RuntimeError as error:
-            # Keep the repetitions that completed for every VMM and disk: a
-            # nested guest that hangs late in a long run should not void it.
+            # Keep the repetitions that completed for every VMM: a nested
+            # guest that fails late in a long run should not void it.
             failure = str(error)
             print(f"guest_fio_compare.py: {failure}", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    complete = min(len(values) for by_vmm in boot_seconds.values() for values in by_vmm.values())
-    if complete == 0:
+    if min(len(values) for values in vm_seconds.values()) == 0:
         raise RuntimeError("no repetition completed (see above)")
+    result = document(args, vmms, devices, jobs, iops, vm_seconds, runner, failure)
     if failure:
-        print(f"guest_fio_compare.py: summarising the {complete} complete repetitions",
+        print(f"guest_fio_compare.py: summarising the {result['runs']} complete repetitions",
               file=sys.stderr)
-        for device in devices:
-            for vmm in vmms:
-                del boot_seconds[device][vmm][complete:]
-                for job in jobs:
-                    del iops[device][vmm][job][complete:]
-    result = {"runs": complete, "error": failure, "fio_seconds": args.fio_seconds, "fio_ramp": args.fio_ramp,
-              "image_mib": args.image_mib, "cpus": args.cpus, "memory_mib": args.memory_mib,
-              "devices": {}}
-    print("\nIOPS, min / median / max" + (", ratio kvmini/QEMU of the medians (target >= 1.0)"
-                                          if len(vmms) == 2 else ""))
-    for device in devices:
-        result["devices"][device] = {"vm_seconds": {vmm: summary(boot_seconds[device][vmm])
-                                                    for vmm in vmms}, "jobs": {}}
-        for job in jobs:
-            entry = {vmm: summary(iops[device][vmm][job]) for vmm in vmms}
-            line = f"  {device:4} {job:15}"
-            for vmm in vmms:
-                s = entry[vmm]
-                line += f"  {vmm} {s['min']:8.0f} {s['median']:8.0f} {s['max']:8.0f}"
-            if len(vmms) == 2:
-                entry["ratio_median"] = entry["kvmini"]["median"] / entry["qemu"]["median"]
-                line += f"  ratio {entry['ratio_median']:.2f}"
-            result["devices"][device]["jobs"][job] = entry
-            print(line)
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(result, out, indent=1)
+    print_table(result, vmms)
+    write_json(args.json, result)
     return 1 if failure else 0
 
 
