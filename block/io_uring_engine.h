@@ -10,10 +10,11 @@
 // in the ring. That costs nothing per completion, where an eventfd
 // registered with the ring needs a read() on every wake-up to re-arm it
 // (one system call in three on the QD1 path). Completion callbacks that
-// start more I/O (a guest or benchmark keeping its queue full) have it
-// submitted at once, and the ring is looked at again right after each
-// submission, so completions that are already there are reaped without
-// another trip through epoll, as fio's own loop does.
+// start more I/O (a benchmark keeping its queue full, a short transfer's
+// remainder) have it submitted in the same wake-up, in chunks, and the ring
+// is looked at again right after each submission, so completions that are
+// already there are reaped without another trip through epoll, as fio's
+// own loop does.
 //
 // When the submission queue is full, or more operations are outstanding
 // than the completion queue can hold, operations wait in a queue instead of
