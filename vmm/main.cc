@@ -3,6 +3,7 @@
 // serial console), loads the kernel, runs it, and exits with the status the
 // guest's end calls for (see kvmini --help).
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,12 +14,14 @@
 #include "vmm/control/control_server.h"
 #include "vmm/control/unix_socket.h"
 #include "vmm/control/vm_commands.h"
+#include "vmm/machine/background_task.h"
 #include "vmm/machine/cli.h"
 #include "vmm/machine/launch_options.h"
 #include "vmm/machine/linux_boot.h"
 #include "vmm/machine/machine.h"
 #include "vmm/machine/platform_devices.h"
 #include "vmm/machine/startup_checks.h"
+#include "vmm/machine/startup_trace.h"
 #include "vmm/machine/virtio_disks.h"
 #include "vmm/sandbox/seccomp.h"
 
@@ -39,6 +42,7 @@ absl::Status ControlPathError(const std::string& path, const absl::Status& statu
 }
 
 int Run(int argc, char** argv) {
+  kvmini::vmm::MarkStartupPhase("main entered");
   std::vector<std::string> arguments(argv + 1, argv + argc);
   absl::StatusOr<kvmini::vmm::CliRequest> request = kvmini::vmm::ParseCli(arguments);
   if (!request.ok()) return ReportStartupError(request.status());
@@ -46,6 +50,12 @@ int Run(int argc, char** argv) {
     std::fputs(kvmini::vmm::UsageText(argc > 0 ? argv[0] : "kvmini").c_str(), stdout);
     return 0;
   }
+  // As early as possible: Abseil's CPU-frequency measurement in it sleeps
+  // about 3 ms, the longest wait of the start-up after the KVM set-up's.
+  kvmini::vmm::BackgroundTask library_warm_up([] {
+    kvmini::vmm::sandbox::WarmUpLazyLibraryState();
+    return absl::OkStatus();
+  });
   absl::StatusOr<kvmini::vmm::LaunchOptions> options =
       kvmini::vmm::ValidateLaunchFlags(request->flags);
   if (!options.ok()) return ReportStartupError(options.status());
@@ -60,18 +70,18 @@ int Run(int argc, char** argv) {
       return ReportStartupError(ControlPathError(options->control_path, status));
     }
   }
+  kvmini::vmm::MarkStartupPhase("command line and files checked");
   kvmini::vmm::sandbox::SetSeccompEnabled(options->seccomp);
-  if (options->seccomp) {
-    // Compiles the filters and installs the violation report now, while
-    // files can still be opened; a failure is not a usage error.
-    if (absl::Status status = kvmini::vmm::sandbox::PrepareSeccompFilters(); !status.ok()) {
-      KVMINI_LOG(Error) << status.message() << " (--seccomp=off runs without the sandbox)";
-      return kExitFailure;
-    }
-  }
+  // Compiles the filters and installs the violation report while files can
+  // still be opened, overlapping the machine's set-up below (it waits for a
+  // sleeping calibration; see background_task.h). A thread that installs
+  // a filter before Finish() below waits for the preparation.
+  std::optional<kvmini::vmm::BackgroundTask> sandbox_preparation;
+  if (options->seccomp) sandbox_preparation.emplace(&kvmini::vmm::sandbox::PrepareSeccompFilters);
 
-  // First, before any thread exists (the Machine blocks the termination
-  // signals so that only its main loop receives them).
+  // Before any thread that accepts signals exists (the helpers block them
+  // all): the Machine blocks the termination signals so that only its main
+  // loop receives them.
   absl::StatusOr<std::unique_ptr<kvmini::vmm::Machine>> machine =
       kvmini::vmm::Machine::Create({.memory_bytes = options->memory_bytes,
                                     .vcpu_count = options->vcpu_count,
@@ -89,6 +99,7 @@ int Run(int argc, char** argv) {
       **machine,
       {options->kernel_path, options->initrd_path, options->kernel_command_line, *windows});
   if (!boot.ok()) return ReportStartupError(boot);
+  kvmini::vmm::MarkStartupPhase("kernel loaded");
   // The console after the kernel is loaded: a usage error found while
   // loading (an initrd that does not fit) leaves no serial log behind.
   absl::StatusOr<std::unique_ptr<kvmini::hw::SerialConsole>> console =
@@ -112,6 +123,15 @@ int Run(int argc, char** argv) {
     control = std::move(*server);
     commands->RegisterWith(*control);
   }
+  kvmini::vmm::MarkStartupPhase("devices created");
+  // Before the first filter; a failure is not a usage error.
+  if (sandbox_preparation) {
+    if (absl::Status status = sandbox_preparation->Finish(); !status.ok()) {
+      KVMINI_LOG(Error) << status.message() << " (--seccomp=off runs without the sandbox)";
+      return kExitFailure;
+    }
+    kvmini::vmm::MarkStartupPhase("seccomp filters ready");
+  }
   // The IOThreads' filters; Run() adds the vCPUs' and then the main thread's.
   if (absl::Status status = (*disks)->EnterSandbox(); !status.ok()) {
     KVMINI_LOG(Error) << status.message() << " (--seccomp=off runs without the sandbox)";
@@ -119,6 +139,8 @@ int Run(int argc, char** argv) {
   }
 
   kvmini::vmm::MachineExit exit = (*machine)->Run();
+  // The vCPU threads that marked phases are joined by now.
+  kvmini::vmm::FlushStartupTrace();
   switch (exit.cause) {
     case kvmini::vmm::MachineExit::Cause::kGuestFailure:
     case kvmini::vmm::MachineExit::Cause::kVmmFailure:

@@ -184,8 +184,9 @@ std::string UsageText(absl::string_view program) {
       "         option, a control socket path in use\n"
       "  128+N  stopped by signal N (SIGINT, SIGTERM, SIGHUP, SIGQUIT)\n"
       "\nEnvironment:\n"
-      "  KVMINI_TRACE_STARTUP  if set, log when vCPU 0 first enters the guest\n"
-      "                        (CLOCK_MONOTONIC ns; used by the start-up benchmark)\n");
+      "  KVMINI_TRACE_STARTUP  if set, log when each start-up phase ends and vCPU 0\n"
+      "                        first enters the guest (CLOCK_MONOTONIC ns; used by\n"
+      "                        the start-up benchmark)\n");
   return text;
 }
 

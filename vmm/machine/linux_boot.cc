@@ -33,7 +33,7 @@ absl::Status BootLinux(Machine& machine, const LinuxBootRequest& request) {
       kvm_fpu fpu{};
       x86::FillFpu(&fpu);
       state.fpu = fpu;
-      absl::StatusOr<kvm_sregs> special = machine.vcpu(index).GetSpecialRegisters();
+      absl::StatusOr<kvm_sregs> special = machine.GetSpecialRegisters(index);
       if (!special.ok()) return special.status();
       x86::FillSregs(*boot, &*special);
       state.special_registers = *special;

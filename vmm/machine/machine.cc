@@ -13,6 +13,7 @@
 #include "util/check.h"
 #include "util/log.h"
 #include "vmm/kvm/kvm_error.h"
+#include "vmm/machine/startup_trace.h"
 #include "vmm/sandbox/seccomp.h"
 #include "vmm/x86/memory_layout.h"
 
@@ -41,6 +42,11 @@ uint32_t ReadLapicRegister(const kvm_lapic_state& lapic, size_t offset) {
 
 void WriteLapicRegister(kvm_lapic_state& lapic, size_t offset, uint32_t value) {
   std::memcpy(lapic.regs + offset, &value, sizeof(value));
+}
+
+absl::Status NoSuchVcpu(uint32_t index, size_t count) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("vCPU ", index, " does not exist (machine has ", count, ")"));
 }
 
 class KvmInterruptLine final : public hw::InterruptLine {
@@ -96,13 +102,12 @@ absl::Status Machine::Initialize() {
   absl::StatusOr<std::unique_ptr<KvmVm>> vm = kvm_->CreateVm();
   if (!vm.ok()) return vm.status();
   vm_ = std::move(*vm);
+  MarkStartupPhase("KVM VM created");
 
-  // Order from the KVM API: TSS and identity map, then the irqchip and PIT,
-  // all before the first vCPU.
+  // Order from the KVM API: TSS and identity map before the first vCPU,
+  // the irqchip before the vCPUs (their LAPICs) and the PIT.
   if (absl::Status s = vm_->SetTssAddress(x86::kKvmTssAddress); !s.ok()) return s;
   if (absl::Status s = vm_->SetIdentityMapAddress(x86::kKvmIdentityMapAddress); !s.ok()) return s;
-  if (absl::Status s = vm_->CreateIrqchip(); !s.ok()) return s;
-  if (absl::Status s = vm_->CreatePit2(); !s.ok()) return s;
 
   absl::StatusOr<std::vector<hw::GuestMemory::Range>> ranges =
       x86::GuestRamRanges(config_.memory_bytes);
@@ -110,17 +115,56 @@ absl::Status Machine::Initialize() {
   absl::StatusOr<std::unique_ptr<hw::GuestMemory>> memory = hw::GuestMemory::Allocate(*ranges);
   if (!memory.ok()) return memory.status();
   memory_ = std::move(*memory);
-  if (absl::Status s = vm_->RegisterGuestMemory(*memory_); !s.ok()) return s;
+  // The memory slot waits for an SRCU grace period, and KVM_RUN is the
+  // first call that needs it: the guest is loaded through our own mapping.
+  memory_registration_.emplace([this] {
+    absl::Status status = vm_->RegisterGuestMemory(*memory_);
+    MarkStartupPhase("guest memory registered");
+    return status;
+  });
 
+  if (absl::Status s = vm_->CreateIrqchip(); !s.ok()) return s;
+  MarkStartupPhase("irqchip created");
   for (uint32_t id = 0; id < config_.vcpu_count; ++id) {
     absl::StatusOr<std::unique_ptr<KvmVcpu>> vcpu = vm_->CreateVcpu(id);
     if (!vcpu.ok()) return vcpu.status();
     vcpus_.push_back(std::move(*vcpu));
   }
+  MarkStartupPhase("vCPUs created");
+  // After the vCPUs, as QEMU does: KVM holds the VM lock while the PIT's
+  // I/O-bus update waits for its grace period, and creating a vCPU needs
+  // that lock. The wait is shared with the memory slot's.
+  pit_creation_.emplace([this] {
+    absl::Status status = vm_->CreatePit2();
+    MarkStartupPhase("PIT created");
+    return status;
+  });
   return absl::OkStatus();
 }
 
+absl::Status Machine::FinishBackgroundSetUp() {
+  absl::Status status;
+  for (std::optional<BackgroundTask>* task : {&memory_registration_, &pit_creation_}) {
+    if (*task) status.Update((*task)->Finish());
+  }
+  return status;
+}
+
+KvmVcpu& Machine::vcpu(uint32_t index) {
+  (void)FinishBackgroundSetUp();
+  return *vcpus_.at(index);
+}
+
+absl::StatusOr<kvm_sregs> Machine::GetSpecialRegisters(uint32_t index) {
+  if (index >= vcpus_.size()) {
+    return NoSuchVcpu(index, vcpus_.size());
+  }
+  return vcpus_[index]->GetSpecialRegisters();
+}
+
 Machine::~Machine() {
+  // A machine whose creation failed half-way, or that never ran.
+  (void)FinishBackgroundSetUp();
   StopVcpuThreads();
   StopSignalHandling();
   if (signals_blocked_) pthread_sigmask(SIG_SETMASK, &saved_signal_mask_, nullptr);
@@ -168,8 +212,7 @@ std::unique_ptr<hw::InterruptLine> Machine::CreateInterruptLine(uint32_t gsi) {
 
 absl::Status Machine::ConfigureVcpu(uint32_t index, const VcpuBootState& state) {
   if (index >= vcpus_.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("vCPU ", index, " does not exist (machine has ", vcpus_.size(), ")"));
+    return NoSuchVcpu(index, vcpus_.size());
   }
   KvmVcpu& vcpu = *vcpus_[index];
   // KVM validates some MSRs against CPUID, and refuses CPUID changes once
@@ -290,6 +333,12 @@ MachineExit Machine::Run() {
   ran_ = true;
   port_bus_.Freeze();
   mmio_bus_.Freeze();
+  // A stop requested before the vCPU threads start keeps them out of the
+  // guest.
+  if (absl::Status status = FinishBackgroundSetUp(); !status.ok()) {
+    RequestStop({MachineExit::Cause::kVmmFailure, 1, std::string(status.message())});
+  }
+  MarkStartupPhase("KVM set-up finished");
   if (absl::Status status = StartSignalHandling(); !status.ok()) {
     RequestStop({MachineExit::Cause::kVmmFailure, 1, std::string(status.message())});
   }
@@ -301,14 +350,16 @@ MachineExit Machine::Run() {
     vcpu_threads_.back()->set_sandboxed(config_.sandbox);
   }
   run_start_ = absl::Now();
-  if (getenv(kTraceStartupVariable) != nullptr) vcpu_threads_.front()->set_trace_first_run(true);
+  vcpu_threads_.front()->set_trace_first_run(StartupTraceEnabled());
   for (auto& thread : vcpu_threads_) thread->Start();
+  MarkStartupPhase("vCPU threads started");
   // Last: every thread kvmini needs exists, and threads inherit filters.
   if (config_.sandbox) {
     if (absl::Status status = sandbox::InstallSeccompFilter(sandbox::ThreadKind::kMain);
         !status.ok()) {
       RequestStop({MachineExit::Cause::kVmmFailure, 1, std::string(status.message())});
     }
+    MarkStartupPhase("main thread filter installed");
   }
   while (!main_loop_done_) main_context_->Poll(/*blocking=*/true);
   StopVcpuThreads();

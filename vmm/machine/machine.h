@@ -7,7 +7,13 @@
 // ended -> destroy. Create() blocks SIGINT/SIGTERM/SIGHUP/SIGQUIT in the
 // calling thread so every thread created afterwards inherits the mask and
 // those signals reach only the main loop's signalfd: create the Machine
-// before starting any other thread.
+// before starting any other thread (a BackgroundTask, which blocks every
+// signal, is the exception).
+//
+// The KVM calls that wait for a grace period (registering guest RAM,
+// creating the PIT) run on helper threads from Create() on, while the
+// caller loads the guest and adds devices; Run() waits for them before the
+// first KVM_RUN (see background_task.h).
 #pragma once
 
 #include <linux/kvm.h>
@@ -32,6 +38,7 @@
 #include "vmm/kvm/kvm_vcpu.h"
 #include "vmm/kvm/kvm_vm.h"
 #include "vmm/machine/address_bus.h"
+#include "vmm/machine/background_task.h"
 #include "vmm/machine/machine_exit.h"
 #include "vmm/machine/vcpu_thread.h"
 
@@ -66,9 +73,6 @@ class Machine {
 
   static absl::StatusOr<std::unique_ptr<Machine>> Create(const Config& config);
 
-  // If this environment variable is set (to anything), Run() logs when
-  // vCPU 0 first enters KVM_RUN (CLOCK_MONOTONIC), for bench/vmm.
-  static constexpr const char* kTraceStartupVariable = "KVMINI_TRACE_STARTUP";
   ~Machine();
   Machine(const Machine&) = delete;
   Machine& operator=(const Machine&) = delete;
@@ -78,7 +82,13 @@ class Machine {
   KvmVm& vm() { return *vm_; }
   hw::GuestMemory& memory() { return *memory_; }
   uint32_t vcpu_count() const { return static_cast<uint32_t>(vcpus_.size()); }
-  KvmVcpu& vcpu(uint32_t index) { return *vcpus_.at(index); }
+  // For running a vCPU outside Run() (tests): first waits for the KVM
+  // set-up still running in the background, so that guest RAM is in place.
+  // A failure there shows up in the vCPU's KVM_RUN (and in Run()).
+  KvmVcpu& vcpu(uint32_t index);
+  // vCPU `index`'s special registers as KVM has them now, for a loader to
+  // fill in (see VcpuBootState). Does not wait for the background set-up.
+  absl::StatusOr<kvm_sregs> GetSpecialRegisters(uint32_t index);
   util::AioContext& main_context() { return *main_context_; }
   AddressBus& port_bus() { return port_bus_; }
   AddressBus& mmio_bus() { return mmio_bus_; }
@@ -128,6 +138,9 @@ class Machine {
  private:
   explicit Machine(const Config& config) : config_(config) {}
   absl::Status Initialize();
+  // Waits for the KVM set-up still running on helper threads; the first
+  // failure. Run() calls it before starting the vCPUs.
+  absl::Status FinishBackgroundSetUp();
   absl::Status StartSignalHandling();
   void StopSignalHandling();
   void StopVcpuThreads();
@@ -143,6 +156,9 @@ class Machine {
   std::unique_ptr<KvmVm> vm_;
   std::unique_ptr<hw::GuestMemory> memory_;
   std::vector<std::unique_ptr<KvmVcpu>> vcpus_;
+  // After vm_ and memory_, which they use: destroyed (joined) before them.
+  std::optional<BackgroundTask> memory_registration_;
+  std::optional<BackgroundTask> pit_creation_;
   AddressBus port_bus_{"port"};
   AddressBus mmio_bus_{"MMIO"};
   std::vector<std::unique_ptr<VcpuThread>> vcpu_threads_;

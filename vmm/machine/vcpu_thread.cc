@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "util/aio_wait.h"
 #include "util/log.h"
+#include "vmm/machine/startup_trace.h"
 #include "vmm/sandbox/seccomp.h"
 
 namespace kvmini::vmm {
@@ -124,6 +125,7 @@ void VcpuThread::Join() {
 }
 
 void VcpuThread::Loop() {
+  if (trace_first_run_) MarkStartupPhase(absl::StrCat("vCPU ", vcpu_->id(), " thread running"));
   // "vcpu0", ... in top, perf and gdb.
   pthread_setname_np(pthread_self(), absl::StrCat("vcpu", vcpu_->id()).substr(0, 15).c_str());
   sigset_t kick;
@@ -138,12 +140,7 @@ void VcpuThread::Loop() {
       may_run = false;
     }
   }
-  if (trace_first_run_) {
-    timespec now{};
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    KVMINI_LOG(Info) << "startup: vCPU " << vcpu_->id() << " first KVM_RUN at CLOCK_MONOTONIC "
-                     << now.tv_sec * 1000000000ll + now.tv_nsec << " ns";
-  }
+  if (trace_first_run_) MarkStartupPhase(absl::StrCat("vCPU ", vcpu_->id(), " first KVM_RUN"));
   while (may_run && !stop_.load() && !machine_stopping_->load()) {
     if (pause_requested_.load()) {
       Park();

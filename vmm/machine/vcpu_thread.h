@@ -43,7 +43,7 @@ class VcpuThread {
 
   void Start();
   // Logs the CLOCK_MONOTONIC time just before this vCPU's first KVM_RUN
-  // (for the start-up benchmark; see Machine::kTraceStartupVariable).
+  // (for the start-up benchmark; see startup_trace.h).
   void set_trace_first_run(bool trace) { trace_first_run_ = trace; }
   // Asks the thread to leave KVM_RUN and return. Any thread; idempotent.
   void Kick();

@@ -135,19 +135,8 @@ absl::StatusOr<std::vector<sock_filter>> Compile(ThreadKind kind, pid_t pid) {
 
 void PrepareOnce() {
   Prepared& state = prepared();
-  // Work that libc and Abseil otherwise do lazily, once per process, on
-  // first use, with calls no filter allows: gmtime_r (the CMOS clock)
-  // reads /etc/localtime; absl::Mutex (util::Mutex), the first time one
-  // is contended, counts the CPUs (/sys/devices/system/cpu/online) and,
-  // when a waiter queues, reads the CPU frequency (/sys or
-  // /proc/cpuinfo). Abseil has no public way to trigger the latter two,
-  // hence its internal sysinfo.h.
-  tzset();
-  (void)absl::Now();
-  (void)absl::base_internal::NominalCPUFrequency();
-  (void)absl::base_internal::NumCPUs();
-  state.status = InstallViolationHandler();
-  if (!state.status.ok()) return;
+  // Compiling first: if another thread is still in WarmUpLazyLibraryState(),
+  // its measurement's sleeps overlap the compilation.
   const pid_t pid = getpid();
   for (size_t i = 0; i < kAllKinds.size(); ++i) {
     absl::StatusOr<std::vector<sock_filter>> program = Compile(kAllKinds[i], pid);
@@ -157,6 +146,8 @@ void PrepareOnce() {
     }
     state.programs[i] = std::move(*program);
   }
+  WarmUpLazyLibraryState();
+  state.status = InstallViolationHandler();
 }
 
 // kAllKinds lists the kinds in declaration order, so a kind's value is its
@@ -190,6 +181,21 @@ absl::Status SetSeccompMode(absl::string_view value) {
   }
   return absl::InvalidArgumentError(
       absl::StrCat("--seccomp: '", value, "' is not 'on' or 'off'"));
+}
+
+void WarmUpLazyLibraryState() {
+  // Work that libc and Abseil otherwise do lazily, once per process, on
+  // first use, with calls no filter allows: gmtime_r (the CMOS clock)
+  // reads /etc/localtime; absl::Mutex (util::Mutex), the first time one
+  // is contended, counts the CPUs (/sys/devices/system/cpu/online) and,
+  // when a waiter queues, reads the CPU frequency (/sys, or measures it by
+  // sleeping). Abseil has no public way to trigger the latter two, hence
+  // its internal sysinfo.h. Each is once-only and thread-safe: a second
+  // caller waits for the first.
+  tzset();
+  (void)absl::Now();
+  (void)absl::base_internal::NominalCPUFrequency();
+  (void)absl::base_internal::NumCPUs();
 }
 
 absl::Status PrepareSeccompFilters() {

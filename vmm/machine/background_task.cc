@@ -1,0 +1,38 @@
+#include "vmm/machine/background_task.h"
+
+#include <signal.h>
+
+#include <utility>
+
+namespace kvmini::vmm {
+
+BackgroundTask::BackgroundTask(absl::AnyInvocable<absl::Status() &&> work)
+    : work_(std::move(work)) {
+  pthread_attr_t attributes;
+  if (pthread_attr_init(&attributes) == 0) {
+    sigset_t all_signals;
+    sigfillset(&all_signals);
+    running_ = pthread_attr_setsigmask_np(&attributes, &all_signals) == 0 &&
+               pthread_create(&thread_, &attributes, &BackgroundTask::RunWork, this) == 0;
+    pthread_attr_destroy(&attributes);
+  }
+  if (!running_) RunWork(this);
+}
+
+BackgroundTask::~BackgroundTask() { (void)Finish(); }
+
+void* BackgroundTask::RunWork(void* task) {
+  auto* self = static_cast<BackgroundTask*>(task);
+  self->status_ = std::move(self->work_)();
+  return nullptr;
+}
+
+absl::Status BackgroundTask::Finish() {
+  if (running_) {
+    pthread_join(thread_, nullptr);
+    running_ = false;
+  }
+  return status_;
+}
+
+}  // namespace kvmini::vmm

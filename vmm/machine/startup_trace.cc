@@ -1,0 +1,59 @@
+#include "vmm/machine/startup_trace.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+
+#include "util/log.h"
+
+namespace kvmini::vmm {
+namespace {
+
+struct Mark {
+  char phase[64];
+  int64_t instant_ns;
+};
+
+constexpr int kMaxMarks = 32;
+// Fixed storage, filled through an atomic index: marking allocates nothing
+// and takes no lock, so it cannot disturb what it measures.
+std::array<Mark, kMaxMarks> marks;
+std::atomic<int> marks_taken{0};
+int marks_logged = 0;  // FlushStartupTrace() only
+
+}  // namespace
+
+bool StartupTraceEnabled() {
+  static const bool enabled = getenv(kTraceStartupVariable) != nullptr;
+  return enabled;
+}
+
+void MarkStartupPhase(absl::string_view phase) {
+  if (!StartupTraceEnabled()) return;
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  const int index = marks_taken.fetch_add(1, std::memory_order_relaxed);
+  if (index >= kMaxMarks) return;
+  Mark& mark = marks[index];
+  const size_t length = std::min(phase.size(), sizeof(mark.phase) - 1);
+  phase.copy(mark.phase, length);
+  mark.phase[length] = '\0';
+  mark.instant_ns = int64_t{now.tv_sec} * 1000000000 + now.tv_nsec;
+}
+
+void FlushStartupTrace() {
+  if (!StartupTraceEnabled()) return;
+  const int taken = std::min(marks_taken.load(), kMaxMarks);
+  if (taken <= marks_logged) return;
+  for (int i = marks_logged; i < taken; ++i) {
+    KVMINI_LOG(Info) << "startup: " << marks[i].phase << " at CLOCK_MONOTONIC "
+                     << marks[i].instant_ns << " ns";
+  }
+  marks_logged = taken;
+}
+
+}  // namespace kvmini::vmm
