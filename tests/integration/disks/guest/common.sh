@@ -63,12 +63,7 @@ no_io_errors_in_dmesg() {
 	if [ -z "$errors" ]; then ok "no I/O errors in dmesg"; else fail "dmesg: $(echo "$errors" | head -n 5 | tr '\n' '|')"; fi
 }
 
-# The script is a session leader: when it exits, the kernel hangs up the
-# console and drops output the UART has not sent yet. Give it time.
-drain_console() { sleep 1; }
-
 finish() {
 	echo "kvmini-test: all checks done ($failures failed)"
-	drain_console
 	exit "$failures"
 }
