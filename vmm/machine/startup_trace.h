@@ -3,7 +3,8 @@
 // MarkStartupPhase("PHASE") records the CLOCK_MONOTONIC instant, and
 // FlushStartupTrace() logs them all, one line each:
 //   kvmini: startup: PHASE at CLOCK_MONOTONIC N ns
-// so the bench can say which phase a slow start-up spent its time in. The
+// so the bench can say which phase a slow start-up spent its time in, and
+// the process's own peak RSS ("startup: peak RSS VmHWM N kB"). The
 // lines are written at the end, not as they happen: a write per phase
 // would wake the reading bench on our two shared cores mid-start-up.
 // Without the variable a mark costs one load of a cached flag.
@@ -24,7 +25,8 @@ bool StartupTraceEnabled();
 // 63 characters of a name, the rest is dropped.
 void MarkStartupPhase(absl::string_view phase);
 
-// Logs the marks recorded so far that were not logged yet.
+// Logs the peak RSS so far and the marks recorded so far that were not
+// logged yet.
 // Call it once every thread that marked has been joined (or from the
 // thread that made all of them).
 void FlushStartupTrace();
