@@ -399,7 +399,9 @@ class Report:
                                  f"{triple(figures['runs'])} s"
                                  for vmm, figures in data["vm_seconds"].items()) + ".\n")
         if "redos" in data:
-            self.add(self.redo_text([f"{redo['boot']}: {redo['why']}" for redo in data["redos"]],
+            self.add(self.redo_text([f"{redo['boot']}: {redo['why']}; last console line: "
+                                     f"{redo.get('last_console_line', '?')}"
+                                     for redo in data["redos"]],
                                     data.get("boot_limits", "").split(";")[0]))
         self.plot(plot_rows, "guest-fio.png", "Guest fio in the outer machine (IOPS)", "IOPS",
                   "kvmini", "QEMU microvm", log=True)

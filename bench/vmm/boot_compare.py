@@ -100,7 +100,7 @@ class BootRunner:
     def __init__(self, floor, ceiling, factor=3.0, max_redos=3):
         self.floor, self.ceiling, self.factor, self.max_redos = floor, ceiling, factor, max_redos
         self.slowest = 0.0
-        self.redos = []  # {"boot": label, "why": ..., "limit": seconds}
+        self.redos = []  # {"boot": label, "why", "limit": seconds, "last_console_line"}
 
     def limit(self):
         if not self.slowest:
@@ -122,10 +122,11 @@ class BootRunner:
                         + (f", done: {earlier}" if earlier else "")
                         + f")\n--- console:\n{failure.console}\n--- command: "
                         + " ".join(command)) from None
-                self.redos.append({"boot": label, "why": failure.why, "limit": round(limit)})
-                last = failure.console.strip().splitlines()[-1:] or ["(nothing)"]
+                last = (failure.console.strip().splitlines()[-1:] or ["(nothing)"])[0][:200]
+                self.redos.append({"boot": label, "why": failure.why, "limit": round(limit),
+                                   "last_console_line": last})
                 print(f"redo {len(self.redos)} of at most {self.max_redos}: {label}: "
-                      f"{failure.why}; last console line: {last[0][:200]}", flush=True)
+                      f"{failure.why}; last console line: {last}", flush=True)
                 continue
             self.slowest = max(self.slowest, seconds)
             return seconds, seen
