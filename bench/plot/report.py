@@ -519,6 +519,9 @@ class Report:
                 self.failed.append("rig")
                 self.add(f"\n**The rig failed (status {self.status['rig'][0]}); see "
                          "raw/rig.log.**\n")
+            retry = self._lines("rig-retry.txt")
+            if retry:
+                self.add(f"\n**Two outer machines: {retry[0]}.**\n")
             self.section("boot", "Boot time: kvmini vs QEMU microvm", self.boot)
             if self.status.get("guest-fio", (0, 0))[0] != 0:
                 self.failed.append("guest-fio")
