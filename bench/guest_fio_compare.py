@@ -233,6 +233,34 @@ def write_json(path, result):
         os.replace(path + ".new", path)
 
 
+def resume(args, vmms, devices, jobs, iops, vm_seconds, runner):
+    """Loads the complete repetitions of an earlier run of the same settings from
+    --json (bench/run-all.sh's second outer machine, after the rig itself
+    failed); returns how many there are."""
+    if not (args.json and os.path.exists(args.json)):
+        return 0
+    with open(args.json) as data:
+        previous = json.load(data)
+    settings = ("fio_seconds", "fio_ramp", "image_mib", "cpus", "memory_mib")
+    if (any(previous.get(key) != getattr(args, key) for key in settings)
+            or list(previous.get("vm_seconds", {})) != vmms
+            or list(previous["devices"]) != devices
+            or any(list(entry["jobs"]) != jobs for entry in previous["devices"].values())):
+        print(f"not resuming: {args.json} is of other settings", flush=True)
+        return 0
+    done = min(previous["runs"], args.runs)
+    for vmm in vmms:
+        vm_seconds[vmm][:] = previous["vm_seconds"][vmm]["runs"][:done]
+        for device in devices:
+            for job in jobs:
+                iops[device][vmm][job][:] = previous["devices"][device]["jobs"][job][vmm]["runs"][:done]
+    runner.redos[:] = previous.get("redos", [])
+    runner.slowest = max((seconds for values in vm_seconds.values() for seconds in values),
+                         default=0.0)
+    print(f"resuming after the {done} complete repetitions in {args.json}", flush=True)
+    return done
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -259,6 +287,9 @@ def main():
     parser.add_argument("--work-dir", default=os.environ.get("TMPDIR", "/tmp"),
                         help="where the images and initrd go (default $TMPDIR: tmpfs in the rig)")
     parser.add_argument("--json", help="also write every figure to this file")
+    parser.add_argument("--resume", action="store_true",
+                        help="if --json holds the repetitions of a run with the same settings "
+                             "that was cut short, keep them and run only the rest")
     args = parser.parse_args()
 
     vmms = args.vmms.split(",")
@@ -288,6 +319,7 @@ def main():
     runner = boot_compare.BootRunner(floor, ceiling, max_redos=args.max_redos)
     iops = {device: {vmm: {job: [] for job in jobs} for vmm in vmms} for device in devices}
     vm_seconds = {vmm: [] for vmm in vmms}  # boot to the exit line, all jobs
+    first_run = resume(args, vmms, devices, jobs, iops, vm_seconds, runner) if args.resume else 0
     failure = None
     work = tempfile.mkdtemp(prefix="kvmini-guest-fio.", dir=args.work_dir)
     try:
@@ -303,7 +335,7 @@ def main():
               f"({', '.join(devices)}), alternating; image {args.image_mib} MiB per disk on "
               f"{args.work_dir}; {args.cpus} vCPU, {args.memory_mib} MiB", flush=True)
         try:
-            for run in range(args.runs):
+            for run in range(first_run, args.runs):
                 for vmm in vmms if run % 2 == 0 else list(reversed(vmms)):
                     command = vmm_command(vmm, args, kernel, initrd, images, guest_args)
                     seconds, seen = runner.run(f"run {run + 1} {vmm}", command, EXIT_LINE)

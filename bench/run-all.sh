@@ -187,8 +187,8 @@ if ! part_done boot; then
 fi
 if ! part_done guest-fio; then
   started=\$SECONDS
-  bench/guest_fio_compare.py --kvmini "$kvmini" --image-dir "$cloud" ${guest_fio_args[*]} \\
-    --json "$raw/guest-fio.json" >"$raw/guest-fio.log" 2>&1
+  bench/guest_fio_compare.py --kvmini "$kvmini" --image-dir "$cloud" ${guest_fio_args[*]} --resume \\
+    --json "$raw/guest-fio.json" >>"$raw/guest-fio.log" 2>&1
   echo "guest-fio \$? \$((SECONDS - started))" >>"$raw/rig-status.txt"
   sync
 fi
