@@ -19,8 +19,8 @@ is rewritten after every repetition, so a run cut short keeps what it did).
 
 A boot that hangs or dies (the rig's nested guests now and then do, under
 either VMM, for the emulator's reasons) is killed with its VMM after a few
-times the slowest boot so far and redone, a few times at most; the output and
-the JSON say which boot was redone and why.
+times the slowest boot of that VMM so far and redone, a few times at most;
+the output and the JSON say which boot was redone and why.
 
 Needs /dev/kvm that can run Linux: on a host without hardware virtualization
 run it through the rig, under the team's rig lock:
@@ -253,10 +253,10 @@ def resume(args, vmms, devices, jobs, iops, vm_seconds, runner):
         vm_seconds[vmm][:] = previous["vm_seconds"][vmm]["runs"][:done]
         for device in devices:
             for job in jobs:
-                iops[device][vmm][job][:] = previous["devices"][device]["jobs"][job][vmm]["runs"][:done]
+                runs = previous["devices"][device]["jobs"][job][vmm]["runs"]
+                iops[device][vmm][job][:] = runs[:done]
     runner.redos[:] = previous.get("redos", [])
-    runner.slowest = max((seconds for values in vm_seconds.values() for seconds in values),
-                         default=0.0)
+    runner.slowest = {vmm: max(values) for vmm, values in vm_seconds.items() if values}
     print(f"resuming after the {done} complete repetitions in {args.json}", flush=True)
     return done
 
@@ -278,7 +278,8 @@ def main():
     parser.add_argument("--memory-mib", type=int, default=512)
     parser.add_argument("--cpus", type=int, default=1)
     parser.add_argument("--limit-floor", type=float,
-                        help="per-boot limit at least this (seconds; default 60 + 2 x the fio time)")
+                        help="per-boot limit at least this "
+                             "(seconds; default 60 + 2 x the fio time)")
     parser.add_argument("--limit-ceiling", type=float,
                         help="per-boot limit at most this, and until a boot completed "
                              "(default 120 + 4 x the fio time)")
@@ -338,7 +339,7 @@ def main():
             for run in range(first_run, args.runs):
                 for vmm in vmms if run % 2 == 0 else list(reversed(vmms)):
                     command = vmm_command(vmm, args, kernel, initrd, images, guest_args)
-                    seconds, seen = runner.run(f"run {run + 1} {vmm}", command, EXIT_LINE)
+                    seconds, seen = runner.run(f"run {run + 1} {vmm}", vmm, command, EXIT_LINE)
                     console = seen.decode(errors="replace")
                     try:
                         figures = parse_results(console, devices, jobs)

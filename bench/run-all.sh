@@ -204,7 +204,9 @@ tests/rig/run-with-kvm --timeout $rig_timeout -- "$rig_script"
 status=\$?
 left=\$(($rig_timeout - SECONDS))
 if [ "\$status" = 125 ] && [ "\$left" -ge 300 ]; then
-  echo "the rig failed after \$SECONDS s (status 125: \$(grep -m 1 '^run-with-kvm: \\(error\\|timeout\\)' "$raw/rig.log" | cut -c15-300)); the parts not done ran again in a fresh outer machine" >"$raw/rig-retry.txt"
+  why=\$(grep -m 1 '^run-with-kvm: \\(error\\|timeout\\)' "$raw/rig.log" | cut -c15-300)
+  echo "the rig failed after \$SECONDS s (status 125: \$why); the parts not done ran again" \\
+    "in a fresh outer machine" >"$raw/rig-retry.txt"
   echo "run-all.sh: one more try in a fresh outer machine (\$left s left)"
   tests/rig/run-with-kvm --timeout "\$left" -- "$rig_script"
   status=\$?

@@ -7,8 +7,9 @@ Time from starting the VMM process to the guest image's /init marker
 initrd and kernel command line, runs alternating between the two. Prints
 every run, min and median for each, and the kvmini/QEMU ratio (target: at
 most 0.8). A boot that hangs or dies (the rig's nested guests sometimes do)
-is killed after a few times the slowest boot so far and redone, a few times
-at most; each redo is printed ("redo N of at most M: ..."). Needs /dev/kvm that can run Linux: on hosts without hardware
+is killed after a few times the slowest boot of its VMM so far and redone,
+a few times at most; each redo is printed ("redo N of at most M: ..."). Needs
+/dev/kvm that can run Linux: on hosts without hardware
 virtualization run it through the rig, in one outer-machine boot:
 
   tests/rig/run-with-kvm -- bench/vmm/boot_compare.py \\
@@ -91,27 +92,28 @@ class BootRunner:
     In the rig a nested guest now and then hangs or dies for the emulator's
     reasons (QEMU TCG with nested SVM), under either VMM. Rather than wait
     out a fixed long timeout and lose the run, a boot gets `factor` times the
-    slowest boot completed so far (within [floor, ceiling]; the ceiling
-    until one completed), is then killed with its VMM, and is run again, at
-    most `max_redos` times over the whole run. Every redo is kept in
-    `redos` so the report can say which boot was redone and why.
+    slowest completed boot of the same VMM (within [floor, ceiling]; the
+    ceiling until one completed: QEMU's boots take up to twice kvmini's), is
+    then killed with its VMM, and is run again, at most `max_redos` times
+    over the whole run. Every redo is kept in `redos` so the report can say
+    which boot was redone and why.
     """
 
     def __init__(self, floor, ceiling, factor=3.0, max_redos=3):
         self.floor, self.ceiling, self.factor, self.max_redos = floor, ceiling, factor, max_redos
-        self.slowest = 0.0
+        self.slowest = {}  # VMM -> seconds of its slowest completed boot
         self.redos = []  # {"boot": label, "why", "limit": seconds, "last_console_line"}
 
-    def limit(self):
-        if not self.slowest:
+    def limit(self, vmm):
+        if vmm not in self.slowest:
             return self.ceiling
-        return min(self.ceiling, max(self.floor, self.factor * self.slowest))
+        return min(self.ceiling, max(self.floor, self.factor * self.slowest[vmm]))
 
-    def run(self, label, command, marker):
-        """Boots `command` until `marker`: (seconds, console bytes). `label` names
-        the boot in messages (e.g. "run 3 qemu")."""
+    def run(self, label, vmm, command, marker):
+        """Boots `command` (of VMM `vmm`) until `marker`: (seconds, console bytes).
+        `label` names the boot in messages (e.g. "run 3 qemu")."""
         while True:
-            limit = self.limit()
+            limit = self.limit(vmm)
             try:
                 seconds, seen = run_until_marker(command, marker, limit)
             except BootFailed as failure:
@@ -128,12 +130,13 @@ class BootRunner:
                 print(f"redo {len(self.redos)} of at most {self.max_redos}: {label}: "
                       f"{failure.why}; last console line: {last}", flush=True)
                 continue
-            self.slowest = max(self.slowest, seconds)
+            self.slowest[vmm] = max(self.slowest.get(vmm, 0.0), seconds)
             return seconds, seen
 
     def describe(self):
         """One line for the end of a run: the limits used and the redos."""
-        text = (f"per-boot limit {self.factor:g} x the slowest completed boot, within "
+        text = (f"per-boot limit {self.factor:g} x the slowest completed boot of the same "
+                f"VMM, within "
                 f"{self.floor:g}-{self.ceiling:g} s; redone boots: {len(self.redos)}")
         if self.redos:
             text += " (" + "; ".join(f"{redo['boot']}: {redo['why']}" for redo in self.redos) + ")"
@@ -154,7 +157,7 @@ def main():
     parser.add_argument("--memory-mib", type=int, default=256)
     parser.add_argument("--cpus", type=int, default=1)
     parser.add_argument("--cmdline", default=DEFAULT_CMDLINE)
-    parser.add_argument("--limit-floor", type=float, default=45,
+    parser.add_argument("--limit-floor", type=float, default=60,
                         help="per-boot limit at least this (seconds)")
     parser.add_argument("--limit-ceiling", type=float, default=120,
                         help="per-boot limit at most this, and until a boot completed")
@@ -181,7 +184,7 @@ def main():
     runner = BootRunner(args.limit_floor, args.limit_ceiling, max_redos=args.max_redos)
     for run in range(args.runs):
         for name, command in commands.items():
-            seconds = runner.run(f"run {run + 1} {name}", command, MARKER)[0]
+            seconds = runner.run(f"run {run + 1} {name}", name, command, MARKER)[0]
             times[name].append(seconds)
             print(f"run {run + 1}: {name:6s} {seconds:7.2f} s", flush=True)
     print(f"\nstart to /init marker, {args.runs} runs each, alternating "
