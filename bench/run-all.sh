@@ -16,7 +16,9 @@
 # for --rig-lock-wait seconds (default 1800), the rig part is reported as not
 # measured. A nested guest that hangs or dies in the rig (the emulator's
 # doing, now and then) is killed and that boot redone, a few times at most;
-# the report says which and why.
+# if the outer machine itself freezes or dies, a fresh one runs the parts
+# not done (guest fio keeps its complete repetitions). The report says which
+# and why.
 #
 # Full run (default): under 20 min on 2 cores besides the wait for the rig
 # lock (the report gives each part's duration); writes docs/PERFORMANCE.md
