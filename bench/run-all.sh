@@ -219,7 +219,7 @@ EOF
   : >"$raw/rig-status.txt"
   printf '%s\t%s\n' boot "bench/vmm/boot_compare.py --kvmini $kvmini --image-dir $cloud --runs $boot_runs" >>"$raw/commands.tsv"
   printf '%s\t%s\n' guest-fio "bench/guest_fio_compare.py --kvmini $kvmini --image-dir $cloud ${guest_fio_args[*]}" >>"$raw/commands.tsv"
-  printf '%s\t%s\n' rig "flock /tmp/kvmini-rig.lock tests/rig/run-with-kvm --timeout $rig_timeout -- $rig_script (and once more in a fresh outer machine if the rig itself fails early)" >>"$raw/commands.tsv"
+  printf '%s\t%s\n' rig "flock /tmp/kvmini-rig.lock tests/rig/run-with-kvm --timeout $rig_timeout -- $rig_script (and once more in a fresh outer machine if the rig itself fails with 300 s of its limit left)" >>"$raw/commands.tsv"
   say "rig: waiting for /tmp/kvmini-rig.lock, then boot_compare.py and guest_fio_compare.py in one outer machine"
   lock_requested=$(date +%s)
   flock -E 200 -w "$lock_wait" /tmp/kvmini-rig.lock "$rig_runner" >"$raw/rig.log" 2>&1
