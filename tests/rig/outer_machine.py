@@ -11,6 +11,7 @@ import secrets
 import select
 import shlex
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -103,7 +104,37 @@ class JobFolder:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def qemu_command(qemu, options, entry, console_fd, output_fd, append):
+def monitor_path(nonce):
+    """QEMU's human monitor socket for one run: asked for the outer vCPUs'
+    registers when the outer machine freezes (short path: sun_path limit)."""
+    return os.path.join(tempfile.gettempdir(), f"kvmini-rig-{nonce}.monitor")
+
+
+def outer_cpu_state(path, seconds=5.0):
+    """What QEMU's monitor says about the outer vCPUs, or why it could not."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as monitor:
+            monitor.settimeout(seconds)
+            monitor.connect(path)
+            monitor.sendall(b"info registers -a\n")
+            received = b""
+            end = time.monotonic() + seconds
+            while time.monotonic() < end and received.count(b"(qemu)") < 2:
+                chunk = monitor.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+    except OSError as error:
+        return f"(QEMU's monitor did not answer: {error})"
+    text = TERMINAL_CONTROL.sub("", received.decode(errors="replace")).replace("\r", "")
+    # General registers, segments and control registers; not the FPU/SIMD state.
+    lines = [line for line in text.split("\n")
+             if line.strip() and "(qemu)" not in line
+             and not line.startswith(("QEMU ", "FPR", "YMM", "XMM", "FCW", "DR", "MXCSR"))]
+    return "\n".join(lines)
+
+
+def qemu_command(qemu, options, entry, console_fd, output_fd, append, monitor):
     return [
         qemu, "-name", "kvmini-rig",
         "-M", "pc", "-accel", f"tcg,thread={options.tcg_threads}", "-cpu", "max",
@@ -114,6 +145,7 @@ def qemu_command(qemu, options, entry, console_fd, output_fd, append):
         "-chardev", f"file,id=console,path=/proc/self/fd/{console_fd}", "-serial", "chardev:console",
         "-chardev", f"file,id=output,path=/proc/self/fd/{output_fd}", "-serial", "chardev:output",
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,multidevs=remap",
+        "-monitor", f"unix:{monitor},server=on,wait=off",
     ]
 
 
@@ -200,7 +232,7 @@ class Session:  # pylint: disable=too-many-instance-attributes
         return ("\n" + "\n".join(parts)) if parts else ""
 
 
-def _pump(session, pipes, qemu, deadline):
+def _pump(session, pipes, qemu, deadline, monitor):
     """Reads until every pipe is closed (qemu exited) or time runs out."""
     while pipes:
         remaining = deadline.remaining()
@@ -211,7 +243,8 @@ def _pump(session, pipes, qemu, deadline):
         if session.frozen_for() > HEARTBEAT_LIMIT_SECONDS:
             raise RigError(f"the outer machine stopped responding: no heartbeat for "
                            f"{session.frozen_for():.0f} s while the command was running (QEMU's "
-                           f"emulation froze; not the command's doing){session.diagnostics()}")
+                           f"emulation froze; not the command's doing){session.diagnostics()}\n"
+                           f"the outer vCPUs' registers at that moment:\n{outer_cpu_state(monitor)}")
         readable, _, _ = select.select(list(pipes), [], [], min(remaining, 1.0))
         for descriptor in readable:
             data = os.read(descriptor, 65536)
@@ -240,6 +273,7 @@ def run(options, environment, entry, deadline, note):
         with open(os.path.join(job.path, "job.sh"), "w", encoding="utf-8") as script:
             script.write(job_script(options.command, environment, cwd))
         nonce = secrets.token_hex(8)
+        monitor = monitor_path(nonce)
         append = " ".join([
             "console=ttyS0", "quiet", "panic=-1", "mitigations=off", "nowatchdog", "rdinit=/init",
             f"kvmini_rig.nonce={nonce}", f"kvmini_rig.job={job.path}",
@@ -249,7 +283,8 @@ def run(options, environment, entry, deadline, note):
         output_read, output_write = os.pipe()
         session = Session(nonce, note, options.verbose)
         try:
-            child = start_child(qemu_command(qemu, options, entry, console_write, output_write, append),
+            child = start_child(qemu_command(qemu, options, entry, console_write, output_write, append,
+                                             monitor),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, pass_fds=(console_write, output_write))
         except OSError as error:
@@ -264,9 +299,11 @@ def run(options, environment, entry, deadline, note):
         pipes = {console_read: session.on_console, output_read: session.on_output,
                  messages: session.on_qemu_message}
         try:
-            _pump(session, pipes, child, deadline)
+            _pump(session, pipes, child, deadline, monitor)
         finally:
             stop_child(child, grace_seconds=1.0)
+            if os.path.exists(monitor):
+                os.unlink(monitor)
             for descriptor in pipes:
                 os.close(descriptor)
     return _verdict(session, child.returncode, note)

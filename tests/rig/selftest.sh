@@ -234,6 +234,7 @@ EOF
     cat "$work/out" "$work/err"
     expect_status "$RIG_FAILURE" "$status" "a silent outer machine"
     expect_in "$work/err" "the outer machine stopped responding: no heartbeat for" "frozen message"
+    expect_in "$work/err" "RIP=" "the outer vCPUs' registers from QEMU's monitor"
     [ "$took" -le 120 ] || fail "the rig took $took s to notice the missing heartbeat (limit $limit s)"
     expect_no_leftovers "$(default_cache)"
     ;;
