@@ -53,8 +53,9 @@ options:
                      may go unseen inside), mmap or none (coherent, ~10x
                      slower program start); also $KVMINI_RIG_9P_CACHE
   --tcg-threads MODE multi (default: one host thread per outer vCPU) or
-                     single (all outer vCPUs on one thread: slower, rules
-                     out races in QEMU's multi-threaded TCG); also
+                     single (all outer vCPUs on one thread: rules out races
+                     in QEMU's multi-threaded TCG when chasing a freeze;
+                     far too slow for test suites); also
                      $KVMINI_RIG_TCG_THREADS
   --cache DIR        kernel+initramfs cache (default $KVMINI_RIG_CACHE or
                      <repo>/build/rig-cache)
