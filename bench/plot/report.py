@@ -527,7 +527,9 @@ class Report:
                 self.failed.append("guest-fio")
             self.section("guest-fio", "Guest fio: kvmini vs QEMU microvm", self.guest_fio)
             if "rig" in self.commands:
-                self.add(f"\nBoth ran in one outer-machine boot: `{self.commands['rig']}`\n")
+                where = ("in two outer-machine boots (see above)" if retry
+                         else "in one outer-machine boot")
+                self.add(f"\nBoth ran {where}: `{self.commands['rig']}`\n")
         self.add("\n## Reproduce\n\n`bench/run-all.sh` (full run, under 20 min on 2 cores "
                  "besides the wait for the team's rig lock, writes this file and docs/img/) or "
                  "`bench/run-all.sh --quick` (under a minute, no rig, into a scratch folder). The raw figures of each benchmark "
