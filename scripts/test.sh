@@ -77,11 +77,11 @@ if build_or_fail normal build/normal "${build_flags[@]}"; then
       guest-images/build.sh --flavour "$flavour" build/guest/$flavour \
         || { total_failed=$((total_failed + 1)); failed_phases+=("guest image $flavour"); }
     done
-    # Each test gets its own outer machine: QEMU TCG running nested SVM
-    # now and then freezes or resets the whole outer machine. That is the
-    # rig failing (status 125), not the test; run-guest-tests repeats that
-    # one test in a fresh outer machine and lists every such repeat. A test
-    # that fails is never repeated.
+    # QEMU TCG running nested SVM now and then freezes or resets the whole
+    # outer machine (the rig failing, status 125, not a test) or makes a
+    # nested guest triple-fault. run-guest-tests goes on in a fresh outer
+    # machine after a rig failure, runs a failed test once more at the end
+    # (FLAKY if it passes then, failed if not) and lists all of it.
     kvmini_say "tests: guest (each through tests/rig/run-with-kvm)"
     tests/rig/run-guest-tests build/normal 2>&1 | tee build/guest.ctest.log
     guest_status=${PIPESTATUS[0]}
