@@ -1,8 +1,10 @@
 #include "util/aio_context.h"
 
 #include <sys/epoll.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <utility>
@@ -19,7 +21,34 @@ constexpr uint64_t kNotifierKey = 0;
 
 thread_local AioContext* current_context = nullptr;
 std::atomic<AioContext*> main_context{nullptr};
+
+int64_t MonotonicNanoseconds() {
+  timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
+}
+
+// Tells the CPU (and a hypervisor watching for spin loops) that we spin.
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
 }  // namespace
+
+int64_t PollWindowPolicy::Next(int64_t window_ns, int64_t slept_ns, int64_t max_ns) {
+  if (max_ns <= 0) return 0;
+  window_ns = std::min(window_ns, max_ns);
+  // The event came inside the window: it is right as it is.
+  if (slept_ns <= window_ns) return window_ns;
+  if (slept_ns > max_ns) {
+    // Idle: even the longest window would not have caught it.
+    window_ns /= 2;
+    return window_ns < kStartNs ? 0 : window_ns;
+  }
+  // Missed by less than the maximum: a longer window would have caught it.
+  return window_ns == 0 ? std::min(kStartNs, max_ns) : std::min(window_ns * 2, max_ns);
+}
 
 struct BottomHalf::State {
   explicit State(AioContext::Callback cb) : callback(std::move(cb)) {}
@@ -31,6 +60,7 @@ struct AioContext::FdHandler {
   int fd;
   Callback on_readable;
   Callback on_writable;
+  PollHandler poll;
   // Set when the handler is replaced or removed, so an event already
   // collected by epoll_wait is not delivered to it any more.
   std::atomic<bool> removed{false};
@@ -100,7 +130,8 @@ AioContext* AioContext::Main() { return main_context.load(std::memory_order_acqu
 AioContext* AioContext::Current() { return current_context; }
 void AioContext::SetCurrent(AioContext* context) { current_context = context; }
 
-absl::Status AioContext::SetFdHandler(int fd, Callback on_readable, Callback on_writable) {
+absl::Status AioContext::SetFdHandler(int fd, Callback on_readable, Callback on_writable,
+                                      PollHandler poll) {
   if (!on_readable && !on_writable) {
     RemoveFdHandler(fd);
     return absl::OkStatus();
@@ -111,6 +142,11 @@ absl::Status AioContext::SetFdHandler(int fd, Callback on_readable, Callback on_
   event.events = (on_readable ? EPOLLIN : 0u) | (on_writable ? EPOLLOUT : 0u);
   handler->on_readable = std::move(on_readable);
   handler->on_writable = std::move(on_writable);
+  handler->poll = std::move(poll);
+  if (handler->poll.has_work && !handler->poll.on_work) {
+    KVMINI_CHECK(handler->on_readable != nullptr,
+                 "a poll handler needs on_work or an on_readable callback");
+  }
 
   std::shared_ptr<FdHandler> replaced;  // destroyed after the lock is released
   MutexLock lock(&handlers_mutex_);
@@ -125,12 +161,14 @@ absl::Status AioContext::SetFdHandler(int fd, Callback on_readable, Callback on_
   if (existing != key_by_fd_.end()) {
     auto old = handlers_.find(existing->second);
     old->second->removed.store(true);
+    std::erase(poll_handlers_, old->second);
     replaced = std::move(old->second);
     handlers_.erase(old);
     existing->second = key;
   } else {
     key_by_fd_.emplace(fd, key);
   }
+  if (handler->poll.has_work) poll_handlers_.push_back(handler);
   handlers_.emplace(key, std::move(handler));
   return absl::OkStatus();
 }
@@ -146,12 +184,17 @@ void AioContext::RemoveFdHandler(int fd) {
     epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
     auto handler = handlers_.find(existing->second);
     handler->second->removed.store(true);
+    std::erase(poll_handlers_, handler->second);
     removed = std::move(handler->second);
     handlers_.erase(handler);
     key_by_fd_.erase(existing);
   }
   // `removed` (and the callbacks' captures) is destroyed here, outside the
   // lock, unless a dispatch in progress still holds it.
+}
+
+void AioContext::SetPollMaxNs(int64_t nanoseconds) {
+  poll_max_ns_.store(std::max<int64_t>(nanoseconds, 0), std::memory_order_relaxed);
 }
 
 void AioContext::ScheduleOneshot(OneshotCallback callback) {
@@ -167,6 +210,7 @@ void AioContext::Enqueue(QueuedBottomHalf entry) {
   {
     MutexLock lock(&bottom_halves_mutex_);
     bottom_halves_.push_back(std::move(entry));
+    bottom_halves_pending_.store(true, std::memory_order_release);
   }
   // Pairs with the store in Poll(): either the poller sees the entry before
   // it blocks, or we see that it may block and wake it.
@@ -183,6 +227,7 @@ bool AioContext::RunBottomHalves() {
   {
     MutexLock lock(&bottom_halves_mutex_);
     batch.swap(bottom_halves_);
+    bottom_halves_pending_.store(false, std::memory_order_relaxed);
   }
   bool progress = false;
   // BHs scheduled by these callbacks land in the fresh queue and run in the
@@ -275,14 +320,62 @@ bool AioContext::DispatchFdEvent(uint64_t key, uint32_t events) {
   return progress;
 }
 
+AioContext::SpinResult AioContext::SpinForWork(int64_t until_ns) {
+  std::vector<std::shared_ptr<FdHandler>> ready;
+  while (true) {
+    {
+      // Under the lock: a handler removed from another thread is out of
+      // poll_handlers_ once the removal returns, so its check is not called.
+      MutexLock lock(&handlers_mutex_);
+      for (const std::shared_ptr<FdHandler>& handler : poll_handlers_) {
+        if (handler->poll.has_work()) ready.push_back(handler);
+      }
+    }
+    if (!ready.empty()) {
+      for (const std::shared_ptr<FdHandler>& handler : ready) {
+        if (handler->removed.load()) continue;
+        if (handler->poll.on_work) {
+          handler->poll.on_work();
+        } else {
+          handler->on_readable();
+        }
+      }
+      return SpinResult::kRanPollHandler;
+    }
+    if (bottom_halves_pending_.load(std::memory_order_acquire)) return SpinResult::kOtherWork;
+    if (notify_requested_.exchange(false, std::memory_order_acquire)) {
+      return SpinResult::kOtherWork;
+    }
+    if (MonotonicNanoseconds() >= until_ns) return SpinResult::kNothing;
+    CpuRelax();
+  }
+}
+
 bool AioContext::Poll(bool blocking) {
   KVMINI_CHECK(current_context == nullptr || current_context == this,
                "AioContext::Poll called from a thread that runs another context");
   bool progress = RunBottomHalves();
 
+  bool may_sleep = blocking && !progress;
+  int64_t idle_since = 0;
+  int64_t max_ns = poll_max_ns();
+  int64_t window = poll_window_ns_.load(std::memory_order_relaxed);
+  if (may_sleep && max_ns > 0 && window > 0) {
+    idle_since = MonotonicNanoseconds();
+    int64_t spin_ns = std::min(window, max_ns);
+    int64_t timer_ns = NanosecondsUntilNextTimer();
+    if (timer_ns >= 0) spin_ns = std::min(spin_ns, timer_ns);
+    SpinResult spun = SpinForWork(idle_since + spin_ns);
+    // Found work (or a wake-up) without sleeping: the window is right.
+    if (spun != SpinResult::kNothing) may_sleep = false;
+    if (spun == SpinResult::kRanPollHandler) progress = true;
+  } else if (may_sleep && max_ns > 0) {
+    idle_since = MonotonicNanoseconds();
+  }
+
   timespec timeout{0, 0};
   timespec* timeout_pointer = &timeout;
-  if (blocking && !progress) {
+  if (may_sleep) {
     poller_may_block_.store(true, std::memory_order_seq_cst);
     if (!HasPendingBottomHalves()) {
       int64_t nanos = NanosecondsUntilNextTimer();
@@ -298,12 +391,20 @@ bool AioContext::Poll(bool blocking) {
   std::array<epoll_event, 64> events;
   int count = epoll_pwait2(epoll_fd_, events.data(), events.size(), timeout_pointer, nullptr);
   poller_may_block_.store(false, std::memory_order_relaxed);
+  if (may_sleep) {
+    int64_t slept = max_ns > 0 ? MonotonicNanoseconds() - idle_since : 0;
+    poll_window_ns_.store(PollWindowPolicy::Next(window, slept, max_ns),
+                          std::memory_order_relaxed);
+  }
   if (count < 0) {
     KVMINI_CHECK(errno == EINTR, "epoll_pwait2 failed");
     count = 0;
   }
   for (int i = 0; i < count; ++i) {
     if (events[i].data.u64 == kNotifierKey) {
+      // Before the read: a Notify() racing with it leaves the flag set,
+      // which at worst ends one later spin early.
+      notify_requested_.store(false, std::memory_order_relaxed);
       notifier_.TestAndClear();
       continue;
     }
