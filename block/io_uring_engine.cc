@@ -56,7 +56,14 @@ absl::Status IoUringEngine::SetUp() {
   completion_capacity_ = params.cq_entries;
 
   submit_bh_ = context_.NewBottomHalf([this] { SubmitAndReap(); });
-  absl::Status watched = context_.SetFdHandler(ring_.ring_fd, [this] { SubmitAndReap(); });
+  // The poll check reads the completion queue's tail from the shared ring:
+  // no system call. It sees O_DIRECT completions too because the ring is
+  // set up without IORING_SETUP_COOP_TASKRUN (or DEFER_TASKRUN): the task
+  // work that posts them interrupts the spinning thread and runs on its way
+  // back to user mode, instead of waiting for our next system call.
+  absl::Status watched = context_.SetFdHandler(
+      ring_.ring_fd, [this] { SubmitAndReap(); }, nullptr,
+      {[this] { return io_uring_cq_ready(&ring_) > 0; }, nullptr});
   if (!watched.ok()) {
     return absl::Status(watched.code(),
                         absl::StrCat("watching the io_uring for completions: ", watched.message()));

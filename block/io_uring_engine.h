@@ -16,6 +16,10 @@
 // already there are reaped without another trip through epoll, as fio's
 // own loop does.
 //
+// Before the loop sleeps it spins for a while (AioContext's adaptive
+// polling) on the completion queue's tail, so a busy backend's completions
+// are reaped without the epoll wake-up.
+//
 // When the submission queue is full, or more operations are outstanding
 // than the completion queue can hold, operations wait in a queue instead of
 // failing, and go out as room frees up.

@@ -57,10 +57,23 @@ void Dataplane::Attach(util::AioContext& context) {
   util::AioWaitBhOneshot(context, [this, &context] {
     for (const auto& binding : queues_) {
       QueueBinding* raw = binding.get();
-      absl::Status status = context.SetFdHandler(raw->notifier->fd(), [raw] {
-        raw->notifier->TestAndClear();
-        raw->process();
-      });
+      // The poll check lets a busy driver's requests be seen before its kick
+      // wakes the loop. The kick's eventfd then stays set and its handler
+      // later finds the ring served: harmless. Kick suppression is not
+      // touched (processing re-arms avail_event as always), so a driver
+      // never waits on a kick we would not hear.
+      absl::Status status = context.SetFdHandler(
+          raw->notifier->fd(),
+          [raw] {
+            raw->notifier->TestAndClear();
+            Serve(*raw);
+          },
+          nullptr,
+          {[raw] {
+             std::optional<uint16_t> index = raw->queue->DriverAvailableIndex();
+             return index.has_value() && *index != raw->processed_avail_index;
+           },
+           [raw] { Serve(*raw); }});
       if (!status.ok()) {
         KVMINI_LOG(Error) << name_ << ": cannot watch the notify eventfd of queue "
                           << raw->queue->index() << ": " << status
@@ -70,8 +83,14 @@ void Dataplane::Attach(util::AioContext& context) {
     // Kicks raised while no handler watched the eventfds are still pending
     // on them; requests made available without a kick (the driver relied on
     // an earlier one) are found by looking at the rings once.
-    for (const auto& binding : queues_) binding->process();
+    for (const auto& binding : queues_) Serve(*binding);
   });
+}
+
+void Dataplane::Serve(QueueBinding& binding) {
+  std::optional<uint16_t> index = binding.queue->DriverAvailableIndex();
+  if (index.has_value()) binding.processed_avail_index = *index;
+  binding.process();
 }
 
 void Dataplane::Drain() {

@@ -51,6 +51,11 @@ class Dataplane {
     Virtqueue* queue;
     // Processes the queue; runs in the context the queues are attached to.
     absl::AnyInvocable<void()> process;
+    // The dataplane's own: the available index when `process` last ran,
+    // what the loop's poll check compares with. Not "what was popped": a
+    // queue whose buffers stay in the ring (virtio-scsi's event queue)
+    // would otherwise look busy for ever and keep the loop spinning.
+    uint16_t processed_avail_index = 0;
   };
 
   Dataplane(std::string name, Client& client) : name_(std::move(name)), client_(client) {}
@@ -75,6 +80,8 @@ class Dataplane {
 
  private:
   void Attach(util::AioContext& context);
+  // Notes the available index, then processes the queue.
+  static void Serve(QueueBinding& binding);
   void Detach(util::AioContext& context, bool process_leftovers);
   void Drain();
 

@@ -133,6 +133,11 @@ void Virtqueue::Break(std::string_view reason) {
   if (on_broken_) on_broken_(reason);
 }
 
+std::optional<uint16_t> Virtqueue::DriverAvailableIndex() const {
+  if (size_ == 0 || broken()) return std::nullopt;
+  return memory_.LoadAcquire<uint16_t>(avail_ring_ + 2);
+}
+
 Virtqueue::PopResult Virtqueue::Pop(DescriptorChain& chain) {
   if (size_ == 0) return PopResult::kEmpty;
   if (broken()) return PopResult::kBroken;

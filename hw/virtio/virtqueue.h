@@ -27,6 +27,7 @@
 #include <sys/uio.h>
 
 #include <atomic>
+#include <optional>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -103,6 +104,11 @@ class Virtqueue {
   bool broken() const { return broken_.load(std::memory_order_acquire); }
   // Chains popped and not yet published as used (or dropped). Any thread.
   uint32_t in_flight() const { return in_flight_.load(std::memory_order_acquire); }
+
+  // The driver's available index: one acquire load, no system call (what
+  // the event loop polls before it sleeps). Empty for an unconfigured or
+  // broken queue.
+  std::optional<uint16_t> DriverAvailableIndex() const;
 
   // Takes the next available chain into `chain` (its storage is reused).
   PopResult Pop(DescriptorChain& chain);
