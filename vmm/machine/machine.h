@@ -10,10 +10,11 @@
 // before starting any other thread (a BackgroundTask, which blocks every
 // signal, is the exception).
 //
-// The KVM calls that wait for a grace period (registering guest RAM,
-// creating the PIT) run on helper threads from Create() on, while the
-// caller loads the guest and adds devices; Run() waits for them before the
-// first KVM_RUN (see background_task.h).
+// Create() makes the KVM calls in an order that keeps them fast: guest RAM
+// is registered before the irqchip exists (see Initialize()). The PIT, whose
+// creation waits for a grace period, is created on a helper thread while
+// the caller loads the guest and adds devices; Run() waits for it before
+// the first KVM_RUN (see background_task.h).
 #pragma once
 
 #include <linux/kvm.h>
@@ -138,8 +139,8 @@ class Machine {
  private:
   explicit Machine(const Config& config) : config_(config) {}
   absl::Status Initialize();
-  // Waits for the KVM set-up still running on helper threads; the first
-  // failure. Run() calls it before starting the vCPUs.
+  // Waits for the PIT's creation on its helper thread; its status. Run()
+  // calls it before starting the vCPUs.
   absl::Status FinishBackgroundSetUp();
   absl::Status StartSignalHandling();
   void StopSignalHandling();
@@ -156,8 +157,7 @@ class Machine {
   std::unique_ptr<KvmVm> vm_;
   std::unique_ptr<hw::GuestMemory> memory_;
   std::vector<std::unique_ptr<KvmVcpu>> vcpus_;
-  // After vm_ and memory_, which they use: destroyed (joined) before them.
-  std::optional<BackgroundTask> memory_registration_;
+  // After vm_, which it uses: destroyed (joined) before it.
   std::optional<BackgroundTask> pit_creation_;
   AddressBus port_bus_{"port"};
   AddressBus mmio_bus_{"MMIO"};
