@@ -50,12 +50,6 @@ int Run(int argc, char** argv) {
     std::fputs(kvmini::vmm::UsageText(argc > 0 ? argv[0] : "kvmini").c_str(), stdout);
     return 0;
   }
-  // As early as possible: Abseil's CPU-frequency measurement in it sleeps
-  // about 3 ms, the longest wait of the start-up after the KVM set-up's.
-  kvmini::vmm::BackgroundTask library_warm_up([] {
-    kvmini::vmm::sandbox::WarmUpLazyLibraryState();
-    return absl::OkStatus();
-  });
   absl::StatusOr<kvmini::vmm::LaunchOptions> options =
       kvmini::vmm::ValidateLaunchFlags(request->flags);
   if (!options.ok()) return ReportStartupError(options.status());
@@ -73,11 +67,21 @@ int Run(int argc, char** argv) {
   kvmini::vmm::MarkStartupPhase("command line and files checked");
   kvmini::vmm::sandbox::SetSeccompEnabled(options->seccomp);
   // Compiles the filters and installs the violation report while files can
-  // still be opened, overlapping the machine's set-up below (it waits for a
-  // sleeping calibration; see background_task.h). A thread that installs
-  // a filter before Finish() below waits for the preparation.
+  // still be opened, overlapping the machine's set-up below. A thread that
+  // installs a filter before Finish() below waits for the preparation.
   std::optional<kvmini::vmm::BackgroundTask> sandbox_preparation;
   if (options->seccomp) sandbox_preparation.emplace(&kvmini::vmm::sandbox::PrepareSeccompFilters);
+  // Abseil's CPU-frequency measurement sleeps 3 ms or more; done here, it
+  // ends while the guest already runs, and no vCPU stalls on it later.
+  // Nothing waits for it, so the helper runs under a filter of its own like
+  // every thread that outlives the set-up.
+  kvmini::vmm::BackgroundTask frequency_measurement([] {
+    kvmini::vmm::sandbox::WarmUpLazyLibraryState();
+    absl::Status status =
+        kvmini::vmm::sandbox::InstallSeccompFilter(kvmini::vmm::sandbox::ThreadKind::kStartupHelper);
+    if (status.ok()) kvmini::vmm::sandbox::MeasureCpuFrequency();
+    return status;
+  }, kvmini::vmm::BackgroundTask::WithoutThread::kSkip);
 
   // Before any thread that accepts signals exists (the helpers block them
   // all): the Machine blocks the termination signals so that only its main

@@ -6,7 +6,8 @@
 
 namespace kvmini::vmm {
 
-BackgroundTask::BackgroundTask(absl::AnyInvocable<absl::Status() &&> work)
+BackgroundTask::BackgroundTask(absl::AnyInvocable<absl::Status() &&> work,
+                               WithoutThread without_thread)
     : work_(std::move(work)) {
   pthread_attr_t attributes;
   if (pthread_attr_init(&attributes) == 0) {
@@ -16,7 +17,12 @@ BackgroundTask::BackgroundTask(absl::AnyInvocable<absl::Status() &&> work)
                pthread_create(&thread_, &attributes, &BackgroundTask::RunWork, this) == 0;
     pthread_attr_destroy(&attributes);
   }
-  if (!running_) RunWork(this);
+  if (running_) return;
+  if (without_thread == WithoutThread::kRunHere) {
+    RunWork(this);
+  } else {
+    status_ = absl::UnavailableError("no helper thread could be started; the work was skipped");
+  }
 }
 
 BackgroundTask::~BackgroundTask() { (void)Finish(); }

@@ -1,11 +1,9 @@
-// BackgroundTask: one piece of start-up work on a helper thread, so that a
-// call that mostly waits overlaps the rest of the set-up instead of
-// preceding it. What waits at start-up: KVM's memory-slot and I/O-bus
-// updates each wait for an SRCU grace period (about 5 ms on the software
-// KVM of our test hosts; calls made at the same time share one), and
-// Abseil's CPU-frequency calibration, part of the seccomp preparation,
-// sleeps about 3 ms. The helper blocks every signal, so the termination
-// signals still reach only the main loop and a vCPU kick never lands there.
+// BackgroundTask: one piece of start-up work on a helper thread, so that
+// work that mostly waits or computes overlaps the rest of the set-up
+// instead of preceding it: compiling the seccomp filters, and Abseil's
+// CPU-frequency measurement, which sleeps 3 ms or more (vmm/main.cc). The
+// helper blocks every signal, so the termination signals still reach only
+// the main loop and a vCPU kick never lands there.
 #pragma once
 
 #include <pthread.h>
@@ -17,9 +15,14 @@ namespace kvmini::vmm {
 
 class BackgroundTask {
  public:
-  // Starts `work` on a helper thread; if no thread can be created, runs it
-  // here and now (slower, same result).
-  explicit BackgroundTask(absl::AnyInvocable<absl::Status() &&> work);
+  // What to do when no thread can be created: run the work here and now
+  // (slower, same result), or skip it (work that changes the calling
+  // thread, such as installing a filter on itself).
+  enum class WithoutThread { kRunHere, kSkip };
+
+  // Starts `work` on a helper thread.
+  explicit BackgroundTask(absl::AnyInvocable<absl::Status() &&> work,
+                          WithoutThread without_thread = WithoutThread::kRunHere);
   ~BackgroundTask();  // waits for the work
   BackgroundTask(const BackgroundTask&) = delete;
   BackgroundTask& operator=(const BackgroundTask&) = delete;

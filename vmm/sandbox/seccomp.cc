@@ -27,9 +27,10 @@
 namespace kvmini::vmm::sandbox {
 namespace {
 
-constexpr std::array<ThreadKind, 4> kAllKinds = {ThreadKind::kMain, ThreadKind::kVcpu,
+constexpr std::array<ThreadKind, 5> kAllKinds = {ThreadKind::kMain, ThreadKind::kVcpu,
                                                   ThreadKind::kIoThread,
-                                                  ThreadKind::kBlockWorker};
+                                                  ThreadKind::kBlockWorker,
+                                                  ThreadKind::kStartupHelper};
 
 std::atomic<bool> seccomp_enabled{true};
 
@@ -135,8 +136,6 @@ absl::StatusOr<std::vector<sock_filter>> Compile(ThreadKind kind, pid_t pid) {
 
 void PrepareOnce() {
   Prepared& state = prepared();
-  // Compiling first: if another thread is still in WarmUpLazyLibraryState(),
-  // its measurement's sleeps overlap the compilation.
   const pid_t pid = getpid();
   for (size_t i = 0; i < kAllKinds.size(); ++i) {
     absl::StatusOr<std::vector<sock_filter>> program = Compile(kAllKinds[i], pid);
@@ -153,7 +152,7 @@ void PrepareOnce() {
 // kAllKinds lists the kinds in declaration order, so a kind's value is its
 // program's index.
 size_t IndexOf(ThreadKind kind) { return static_cast<size_t>(kind); }
-static_assert(static_cast<size_t>(ThreadKind::kBlockWorker) == kAllKinds.size() - 1);
+static_assert(static_cast<size_t>(ThreadKind::kStartupHelper) == kAllKinds.size() - 1);
 
 }  // namespace
 
@@ -167,6 +166,8 @@ absl::string_view ThreadKindName(ThreadKind kind) {
       return "IOThread";
     case ThreadKind::kBlockWorker:
       return "block worker";
+    case ThreadKind::kStartupHelper:
+      return "start-up helper";
   }
   return "unknown";
 }
@@ -187,15 +188,19 @@ void WarmUpLazyLibraryState() {
   // Work that libc and Abseil otherwise do lazily, once per process, on
   // first use, with calls no filter allows: gmtime_r (the CMOS clock)
   // reads /etc/localtime; absl::Mutex (util::Mutex), the first time one
-  // is contended, counts the CPUs (/sys/devices/system/cpu/online) and,
-  // when a waiter queues, reads the CPU frequency (/sys, or measures it by
-  // sleeping). Abseil has no public way to trigger the latter two, hence
-  // its internal sysinfo.h. Each is once-only and thread-safe: a second
-  // caller waits for the first.
+  // is contended, counts the CPUs (/sys/devices/system/cpu/online). Abseil
+  // has no public way to trigger the latter, hence its internal sysinfo.h.
+  // Each is once-only and thread-safe: a second caller waits for the first.
   tzset();
   (void)absl::Now();
-  (void)absl::base_internal::NominalCPUFrequency();
   (void)absl::base_internal::NumCPUs();
+}
+
+void MeasureCpuFrequency() {
+  // absl::Mutex reads it to pace a waiter's priority checks. On x86 Abseil
+  // opens /sys/devices/system/cpu/cpu0/tsc_freq_khz (read-only, no flags),
+  // which most kernels lack, and then times the TSC across two sleeps.
+  (void)absl::base_internal::NominalCPUFrequency();
 }
 
 absl::Status PrepareSeccompFilters() {

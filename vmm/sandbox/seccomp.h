@@ -22,9 +22,10 @@ enum class ThreadKind {
   kVcpu,         // KVM_RUN and the device register handlers it dispatches to
   kIoThread,     // an IOThread's event loop (dataplanes, io_uring completions)
   kBlockWorker,  // a worker of block/'s thread-pool I/O engine
+  kStartupHelper,  // the start-up thread that measures the CPU frequency
 };
 
-// "main", "vCPU", "IOThread", "block worker".
+// "main", "vCPU", "IOThread", "block worker", "start-up helper".
 absl::string_view ThreadKindName(ThreadKind kind);
 
 // The process-wide switch behind --seccomp=on|off; on by default. Set it
@@ -52,12 +53,16 @@ absl::Status PrepareSeccompFilters();
 
 // The once-per-process lazy set-up of libc and Abseil that would otherwise
 // happen on first use, under a filter, with calls no filter allows (see
-// seccomp.cc). PrepareSeccompFilters() does it too; calling this earlier,
-// on another thread, takes its slow part off the start-up path: Abseil
-// measures the CPU frequency by sleeping 1 ms and then 2 ms (or longer when
-// the two measurements disagree). Thread-safe; later calls return at once.
-// Independent of the switch: with the sandbox off it still saves a vCPU
-// that first contends for a lock from stalling on the measurement.
+// seccomp.cc): quick (well under a millisecond). PrepareSeccompFilters()
+// does it too. Thread-safe; later calls return at once.
 void WarmUpLazyLibraryState();
+
+// Abseil's once-per-process CPU-frequency measurement, which absl::Mutex
+// needs the first time a thread queues on a contended lock: it sleeps 1 ms
+// and then 2 ms (longer when the two disagree). Run it early on a helper
+// thread so that no vCPU stalls on it; nothing waits for it. It works under
+// any filter: it first tries to read a /sys file, and every filter answers
+// plain read-only opens with ENOENT (syscall_lists.h), so it measures.
+void MeasureCpuFrequency();
 
 }  // namespace kvmini::vmm::sandbox

@@ -205,6 +205,10 @@ std::vector<AllowedSyscall> AllowList(ThreadKind kind, pid_t pid) {
       AddAll(list, {SYS_read, SYS_preadv, SYS_pwritev, SYS_fdatasync, SYS_fallocate});
       AddTerminalRestore(list);
       break;
+    case ThreadKind::kStartupHelper:
+      // Sleeps and clocks (the common list) are all its measurement needs.
+      AddTerminalRestore(list);
+      break;
   }
   AddSanitizerRuntime(list);
   return list;
@@ -212,6 +216,12 @@ std::vector<AllowedSyscall> AllowList(ThreadKind kind, pid_t pid) {
 
 std::vector<RefusedSyscall> RefusedList(ThreadKind kind) {
   std::vector<RefusedSyscall> list = {{SYS_clone, EPERM, {}}, {SYS_clone3, EPERM, {}}};
+  // Plain read-only opens (flags exactly O_RDONLY) answer ENOENT: Abseil's
+  // CPU-frequency probe (MeasureCpuFrequency) may run in whichever thread
+  // first waits on a contended lock, and falls back to measuring. Every
+  // other open (O_CLOEXEC, which all of our own code passes, writes,
+  // creation) still traps.
+  list.push_back({SYS_openat, ENOENT, {{2, ~uint64_t{0}, O_RDONLY}}});
   if (kind == ThreadKind::kMain) RefuseForLeakCheckAtExit(list);
   return list;
 }

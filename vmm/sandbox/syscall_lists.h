@@ -41,6 +41,9 @@ struct RefusedSyscall {
 // Sanitizer builds (ASan, TSan) add what their run-time needs.
 std::vector<AllowedSyscall> AllowList(ThreadKind kind, pid_t pid);
 
+// Plain read-only opens (flags exactly O_RDONLY) fail with ENOENT on every
+// list, for Abseil's lazy CPU-frequency probe (seccomp.h,
+// MeasureCpuFrequency); every other open traps.
 // Thread and process creation (clone, clone3) fail with EPERM on every
 // list rather than trap: glibc makes them with every signal blocked, and
 // the kernel turns a trap with SIGSYS blocked into a silent SIGSYS death,

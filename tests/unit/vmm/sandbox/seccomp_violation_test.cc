@@ -34,6 +34,9 @@ namespace {
 using testing::RunInFilteredThread;
 using testing::ViolationPattern;
 
+constexpr ThreadKind kEveryKind[] = {ThreadKind::kMain, ThreadKind::kVcpu, ThreadKind::kIoThread,
+                                     ThreadKind::kBlockWorker, ThreadKind::kStartupHelper};
+
 class SeccompViolationTest : public ::testing::Test {
  protected:
   void SetUp() override { GTEST_FLAG_SET(death_test_style, "threadsafe"); }
@@ -133,7 +136,14 @@ INSTANTIATE_TEST_SUITE_P(
         ForbiddenCase{"BlockWorkerOpensASocket", ThreadKind::kBlockWorker, "socket",
                       [] { (void)socket(AF_UNIX, SOCK_STREAM, 0); }},
         ForbiddenCase{"BlockWorkerSubmitsToARing", ThreadKind::kBlockWorker, "io_uring_enter",
-                      [] { (void)syscall(SYS_io_uring_enter, -1, 0, 0, 0, nullptr, 0); }}),
+                      [] { (void)syscall(SYS_io_uring_enter, -1, 0, 0, 0, nullptr, 0); }},
+        ForbiddenCase{"StartupHelperReadsAnFd", ThreadKind::kStartupHelper, "read",
+                      [] {
+                        char byte;
+                        (void)read(STDIN_FILENO, &byte, 1);
+                      }},
+        ForbiddenCase{"StartupHelperOpensAFile", ThreadKind::kStartupHelper, "openat",
+                      OpenPasswd}),
     [](const ::testing::TestParamInfo<ForbiddenCase>& info) { return info.param.test_name; });
 
 // A call through the 32-bit ABI (int 0x80; 20 is getpid there) is refused
@@ -185,8 +195,7 @@ TEST(SeccompTerminalRestoreTest, TcsetsOnStdinIsAllowedInEveryKindOfThread) {
       {
         const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (null_fd < 0 || dup2(null_fd, STDIN_FILENO) < 0) _exit(3);
-        for (ThreadKind kind : {ThreadKind::kMain, ThreadKind::kVcpu, ThreadKind::kIoThread,
-                                ThreadKind::kBlockWorker}) {
+        for (ThreadKind kind : kEveryKind) {
           int tcsets_errno = 0;
           absl::Status status = RunInFilteredThread(kind, "sandboxed", [&] {
             termios settings{};
@@ -222,8 +231,7 @@ TEST_F(SeccompViolationTest, ListsArePerKind) {
 // kind of thread: glibc does it with all signals blocked, where a trap
 // could not be reported.
 TEST(SeccompThreadCreationTest, FailsWithEpermInEveryKindOfThread) {
-  for (ThreadKind kind : {ThreadKind::kMain, ThreadKind::kVcpu, ThreadKind::kIoThread,
-                          ThreadKind::kBlockWorker}) {
+  for (ThreadKind kind : kEveryKind) {
     int create_error = 0;
     absl::Status status = RunInFilteredThread(kind, "sandboxed", [&] {
       pthread_t thread;
@@ -234,6 +242,39 @@ TEST(SeccompThreadCreationTest, FailsWithEpermInEveryKindOfThread) {
     ASSERT_TRUE(status.ok()) << status;
     EXPECT_EQ(create_error, EPERM) << ThreadKindName(kind);
   }
+}
+
+// Abseil's lazy CPU-frequency probe opens a /sys file with flags 0 from
+// whichever thread first waits on a contended lock: every kind answers
+// that open with ENOENT (/etc/passwd exists, so only the filter can say
+// so), while an open with any flag still traps (the table above).
+TEST(SeccompReadOnlyOpenTest, PlainReadOnlyOpenAnswersEnoentInEveryKindOfThread) {
+  for (ThreadKind kind : kEveryKind) {
+    int open_result = 0;
+    int open_errno = 0;
+    absl::Status status = RunInFilteredThread(kind, "sandboxed", [&] {
+      open_result = open("/etc/passwd", O_RDONLY);
+      open_errno = errno;
+    });
+    ASSERT_TRUE(status.ok()) << status;
+    EXPECT_EQ(open_result, -1) << ThreadKindName(kind);
+    EXPECT_EQ(open_errno, ENOENT) << ThreadKindName(kind);
+    if (open_result >= 0) close(open_result);
+  }
+}
+
+// The measurement the start-up helper makes in the background works under
+// a filter, so it also works in a vCPU that needs the frequency first. A
+// death-test child is a fresh process, where nothing has measured yet.
+TEST_F(SeccompViolationTest, CpuFrequencyIsMeasuredUnderTheVcpuFilter) {
+  EXPECT_EXIT(
+      {
+        absl::Status status = RunInFilteredThread(ThreadKind::kVcpu, "vcpu0", [] {
+          MeasureCpuFrequency();
+        });
+        _exit(status.ok() ? 0 : 4);
+      },
+      ::testing::ExitedWithCode(0), "");
 }
 
 TEST(SeccompSwitchTest, OffInstallsNothingAndModeParsingNamesTheFlag) {
