@@ -11,7 +11,9 @@
 //
 // Flags besides Google Benchmark's: --shm_image=PATH --disk_image=PATH
 // (created, filled with random bytes, if missing or too small),
-// --image_mib=N (default 256), --seconds=S per case (default 1.5).
+// --image_mib=N (default 256), --seconds=S per case (default 1.5),
+// --poll_max_ns=N: the main loop's adaptive polling cap (0: off; default
+// AioContext's).
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -248,6 +250,7 @@ bool ParseFlag(const char* argument, const char* name, std::string& value) {
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
+  int64_t poll_max_ns = AioContext::kDefaultPollMaxNs;
   for (int i = 1; i < argc; ++i) {
     std::string value;
     if (ParseFlag(argv[i], "--shm_image", value)) {
@@ -258,17 +261,21 @@ int main(int argc, char** argv) {
       settings.image_bytes = std::strtoull(value.c_str(), nullptr, 10) << 20;
     } else if (ParseFlag(argv[i], "--seconds", value)) {
       settings.seconds = std::strtod(value.c_str(), nullptr);
+    } else if (ParseFlag(argv[i], "--poll_max_ns", value)) {
+      poll_max_ns = std::strtoll(value.c_str(), nullptr, 10);
     } else {
       std::fprintf(stderr,
                    "block_bench: unknown argument %s\n"
                    "flags: --shm_image=PATH --disk_image=PATH --image_mib=N --seconds=S "
+                   "--poll_max_ns=N "
                    "and Google Benchmark's (--benchmark_filter, --benchmark_format=json)\n",
                    argv[i]);
       return 2;
     }
   }
-  if (settings.image_bytes < (1 << 20) || settings.seconds <= 0) {
-    std::fprintf(stderr, "block_bench: --image_mib must be >= 1 and --seconds > 0\n");
+  if (settings.image_bytes < (1 << 20) || settings.seconds <= 0 || poll_max_ns < 0) {
+    std::fprintf(stderr,
+                 "block_bench: --image_mib must be >= 1, --seconds > 0 and --poll_max_ns >= 0\n");
     return 2;
   }
   auto context = AioContext::CreateMain();
@@ -277,6 +284,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   main_context = context->get();
+  main_context->SetPollMaxNs(poll_max_ns);
   RegisterCases();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

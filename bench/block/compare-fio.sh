@@ -17,6 +17,9 @@
 #
 # Usage: bench/block/compare-fio.sh [BUILD_DIR]   (default build/normal)
 # Environment: KVMINI_BENCH_SECONDS (per case, default 1.5), KVMINI_BENCH_REPEAT,
+#   KVMINI_BENCH_POLL ("on", "off" or "both": our loop's adaptive polling,
+#   default on; "both" runs each of our cases both ways, alternating, and
+#   prints rows for each),
 #   KVMINI_BENCH_SHM_IMAGE, KVMINI_BENCH_DISK_IMAGE, KVMINI_BENCH_IMAGE_MIB (256).
 # The figures are kept as JSON in BUILD_DIR/block-bench-compare.json (or
 # KVMINI_BENCH_JSON): each side's best run, and under "runs" every run.
@@ -31,6 +34,12 @@ shm_image=${KVMINI_BENCH_SHM_IMAGE:-/dev/shm/kvmini-block-bench.img}
 disk_image=${KVMINI_BENCH_DISK_IMAGE:-/var/tmp/kvmini-block-bench.img}
 image_mib=${KVMINI_BENCH_IMAGE_MIB:-256}
 repeat=${KVMINI_BENCH_REPEAT:-2}
+case ${KVMINI_BENCH_POLL:-on} in
+  on) polls="on" ;;
+  off) polls="off" ;;
+  both) polls="on off" ;;
+  *) echo "compare-fio.sh: KVMINI_BENCH_POLL must be on, off or both" >&2; exit 1 ;;
+esac
 # fio truncates fractional seconds ("1.5" runs 1 s): give it milliseconds.
 fio_runtime=$(awk -v s="$seconds" 'BEGIN { printf "%dms", s * 1000 }')
 
@@ -43,12 +52,18 @@ command -v fio >/dev/null || { echo "compare-fio.sh: fio is not installed (apt-g
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# ours CASE RUN: one block_bench case, JSON in $work/ours-<case>-RUN.json.
+# ours CASE RUN: one block_bench case per poll setting (the order alternates
+# with RUN), JSON in $work/ours-<case>-<poll>-RUN.json.
 ours() {
-  local case=$1 run=$2
-  "$bench" --shm_image="$shm_image" --disk_image="$disk_image" --image_mib="$image_mib" \
-    --seconds="$seconds" --benchmark_filter="^${case}/" --benchmark_format=json \
-    >"$work/ours-${case//\//_}-$run.json"
+  local case=$1 run=$2 poll max_ns order=$polls
+  if [ $((run % 2)) -eq 0 ]; then order=$(echo "$polls" | tr ' ' '\n' | tac | tr '\n' ' '); fi
+  for poll in $order; do
+    max_ns=""
+    if [ "$poll" = off ]; then max_ns="--poll_max_ns=0"; fi
+    "$bench" --shm_image="$shm_image" --disk_image="$disk_image" --image_mib="$image_mib" \
+      --seconds="$seconds" --benchmark_filter="^${case}/" --benchmark_format=json $max_ns \
+      >"$work/ours-${case//\//_}-$poll-$run.json"
+  done
 }
 
 # fio_run NAME RUN FILE RW BS DEPTH DIRECT [ENGINE]: JSON in $work/fio-NAME-RUN.json.
@@ -86,10 +101,10 @@ for run in $(seq 1 "$repeat"); do
   fio_run psync_floor "$run" "$shm_image" randread 4k 1 0 psync
 done
 
-python3 - "$work" "${KVMINI_BENCH_JSON:-$build/block-bench-compare.json}" <<'EOF'
+python3 - "$work" "${KVMINI_BENCH_JSON:-$build/block-bench-compare.json}" $polls <<'EOF'
 import glob, json, os, statistics, sys
 
-work, keep = sys.argv[1], sys.argv[2]
+work, keep, polls = sys.argv[1], sys.argv[2], sys.argv[3:]
 ours, fio = {}, {}
 runs = {"ours": {}, "fio": {}}
 
@@ -98,11 +113,15 @@ def keep_best(table, name, figures):
     if name not in table or figures["iops"] > table[name]["iops"]:
         table[name] = figures
 
+def with_poll(case, poll):
+    return case if len(polls) == 1 else f"{case} poll:{poll}"
+
 for path in glob.glob(os.path.join(work, "ours-*.json")):
+    poll = os.path.basename(path)[:-5].rsplit("-", 2)[1]
     for run in json.load(open(path))["benchmarks"]:
         if run.get("error_occurred"):
             sys.exit(f"block_bench {run['name']}: {run.get('error_message')}")
-        case = run["name"].split("/iterations")[0]
+        case = with_poll(run["name"].split("/iterations")[0], poll)
         keep_best(ours, case, {"iops": run["iops"], "lat_us": run["lat_mean_us"],
                                "cpu_us": run["cpu_us_per_io"]})
 for path in glob.glob(os.path.join(work, "fio-*.json")):
@@ -119,17 +138,18 @@ def median_of(side, name):
 def table(title, ours_of, fio_of):
     """Prints one table (best runs or medians) and returns the targets it misses."""
     print(title)
-    print(f"{'case':34} {'ours IOPS':>10} {'ours lat':>9} {'fio IOPS':>10} {'fio lat':>9} "
+    print(f"{'case':43} {'ours IOPS':>10} {'ours lat':>9} {'fio IOPS':>10} {'fio lat':>9} "
           f"{'IOPS ratio':>10} {'lat diff':>9} {'our CPU/IO':>10}")
     failures = []
     for workload in ["randread_4k_qd1", "randread_4k_qd32", "randwrite_4k_qd32", "seqread_128k_qd8"]:
-        for variant, fio_name in [("shm/nowait:off", "shm"), ("shm/nowait:on", "shm"),
-                                  ("disk/direct", "disk")]:
-            case = f"{workload}/{variant}"
+        for variant, fio_name, poll in [(v, f, p) for v, f in [
+                ("shm/nowait:off", "shm"), ("shm/nowait:on", "shm"), ("disk/direct", "disk")]
+                for p in polls]:
+            case = with_poll(f"{workload}/{variant}", poll)
             o, f = ours_of(case), fio_of(f"{workload}_{fio_name}")
             ratio = o["iops"] / f["iops"]
             diff = o["lat_us"] - f["lat_us"]
-            print(f"{case:34} {o['iops']:10.0f} {o['lat_us']:8.2f}u {f['iops']:10.0f} "
+            print(f"{case:43} {o['iops']:10.0f} {o['lat_us']:8.2f}u {f['iops']:10.0f} "
                   f"{f['lat_us']:8.2f}u {ratio:10.3f} {diff:+8.2f}u {o['cpu_us']:9.2f}u")
             if "nowait:on" in case:
                 if workload.endswith("qd1") and o["lat_us"] >= 3:
@@ -140,7 +160,7 @@ def table(title, ours_of, fio_of):
             if workload.endswith("qd1") and diff > 2:
                 failures.append(f"{case}: QD1 latency {diff:+.2f} us vs fio, target within 2 us")
     floor = fio_of("psync_floor")
-    print(f"{'reference: fio psync randread 4k QD1 shm':45} {floor['iops']:10.0f} "
+    print(f"{'reference: fio psync randread 4k QD1 shm':54} {floor['iops']:10.0f} "
           f"{floor['lat_us']:8.2f}u")
     print()
     return failures

@@ -8,7 +8,11 @@
 //
 //   device_bench [--device blk|scsi] [--seconds N] [--rounds N] [--image PATH]
 //                [--image-mib N] [--json FILE] [--inline on|off]
+//                [--poll on|off|both] [--poll-max-ns N]
 // Rounds alternate fio and the device (QD1, then QD32); medians are shown.
+// --poll sets the adaptive polling of the IOThread and main loops (on: with
+// --poll-max-ns as the cap, default AioContext's); "both" measures the
+// device each round with polling on and then off, next to the same fio runs.
 // --inline off makes the backend send every read through io_uring instead
 // of trying the page cache inline first (BlockOptions::nowait).
 //
@@ -50,6 +54,8 @@ struct Options {
   std::string json_path;
   bool inline_reads = true;  // BlockOptions::nowait
   int rounds = 3;
+  std::string poll = "on";
+  int64_t poll_max_ns = util::AioContext::kDefaultPollMaxNs;
 };
 
 Options ParseOptions(int argc, char** argv) {
@@ -72,15 +78,23 @@ Options ParseOptions(int argc, char** argv) {
       options.rounds = std::atoi(value.c_str());
     } else if (flag == "--inline") {
       options.inline_reads = value == "on";
+    } else if (flag == "--poll") {
+      options.poll = value;
+    } else if (flag == "--poll-max-ns") {
+      options.poll_max_ns = std::strtoll(value.c_str(), nullptr, 10);
     } else {
       Fail(absl::StrCat("unknown option ", flag,
                         " (use --device, --seconds, --rounds, --image, --image-mib, --json, "
-                        "--inline on|off)"));
+                        "--inline on|off, --poll on|off|both, --poll-max-ns)"));
     }
   }
   if (options.seconds <= 0 || options.image_mib < 16 || options.rounds < 1) {
     Fail("need --seconds > 0, --rounds >= 1, --image-mib >= 16");
   }
+  if (options.poll != "on" && options.poll != "off" && options.poll != "both") {
+    Fail(absl::StrCat("--poll ", options.poll, ": use on, off or both"));
+  }
+  if (options.poll_max_ns < 0) Fail("--poll-max-ns must be >= 0");
   if (options.device != "blk" && options.device != "scsi") {
     Fail(absl::StrCat("--device ", options.device, ": use blk or scsi"));
   }
@@ -202,6 +216,14 @@ class DeviceRig {
     return backend_->engine() == block::AioEngine::kIoUring ? "io_uring" : "threads";
   }
 
+  // Adaptive polling of both loops (the IOThread's serves the queue and the
+  // backend; the main loop's only waits here). Takes effect at their next
+  // Poll.
+  void SetPollMaxNs(int64_t nanoseconds) {
+    main_->SetPollMaxNs(nanoseconds);
+    iothread_->context().SetPollMaxNs(nanoseconds);
+  }
+
   Figures Measure(int depth, double seconds) {
     Figures figures;
     std::atomic<bool> done{false};
@@ -250,15 +272,27 @@ int main(int argc, char** argv) {
   // Alternate the contenders, round after round, so that load from other
   // processes hits both alike; report each one's median round.
   std::vector<Figures> fio_qd1_runs, fio_qd32_runs, device_qd1_runs, device_qd32_runs;
+  // With --poll both: the device with polling off, measured right after.
+  std::vector<Figures> unpolled_qd1_runs, unpolled_qd32_runs;
+  const bool compare_polling = options.poll == "both";
+  const int64_t poll_max_ns = options.poll == "off" ? 0 : options.poll_max_ns;
   std::string engine;
   {
     DeviceRig rig(options, image_bytes);
     engine = rig.engine();
+    auto measure_device = [&](int depth, std::vector<Figures>& runs,
+                              std::vector<Figures>& unpolled_runs) {
+      rig.SetPollMaxNs(poll_max_ns);
+      runs.push_back(rig.Measure(depth, options.seconds));
+      if (!compare_polling) return;
+      rig.SetPollMaxNs(0);
+      unpolled_runs.push_back(rig.Measure(depth, options.seconds));
+    };
     for (int round = 0; round < options.rounds; ++round) {
       fio_qd1_runs.push_back(RunFio(options.image, 1, options.seconds));
-      device_qd1_runs.push_back(rig.Measure(1, options.seconds));
+      measure_device(1, device_qd1_runs, unpolled_qd1_runs);
       fio_qd32_runs.push_back(RunFio(options.image, 32, options.seconds));
-      device_qd32_runs.push_back(rig.Measure(32, options.seconds));
+      measure_device(32, device_qd32_runs, unpolled_qd32_runs);
     }
   }
   if (temporary) unlink(options.image.c_str());
@@ -268,12 +302,25 @@ int main(int argc, char** argv) {
   const std::string device_name = absl::StrCat("virtio-", options.device, " device");
   Print("fio io_uring QD1", fio_qd1);
   Print(absl::StrCat(device_name, " QD1").c_str(), device_qd1);
+  if (compare_polling) {
+    Print(absl::StrCat(device_name, " QD1 polling off").c_str(), Median(unpolled_qd1_runs));
+  }
   Print("fio io_uring QD32", fio_qd32);
   Print(absl::StrCat(device_name, " QD32").c_str(), device_qd32);
+  if (compare_polling) {
+    Print(absl::StrCat(device_name, " QD32 polling off").c_str(), Median(unpolled_qd32_runs));
+  }
   const double qd1_ratio = device_qd1.iops / fio_qd1.iops;
   const double qd32_ratio = device_qd32.iops / fio_qd32.iops;
-  std::printf("backend engine: %s, inline page-cache reads %s\n", engine.c_str(),
-              options.inline_reads ? "on" : "off");
+  std::printf("backend engine: %s, inline page-cache reads %s, poll-max-ns %lld\n",
+              engine.c_str(), options.inline_reads ? "on" : "off",
+              static_cast<long long>(poll_max_ns));
+  if (compare_polling) {
+    std::printf("ratio device/fio QD1 IOPS, polling off: %.2f\n",
+                Median(unpolled_qd1_runs).iops / fio_qd1.iops);
+    std::printf("ratio device/fio QD32 IOPS, polling off: %.2f\n",
+                Median(unpolled_qd32_runs).iops / fio_qd32.iops);
+  }
   std::printf("ratio device/fio QD1 IOPS: %.2f\n", qd1_ratio);
   std::printf("ratio device/fio QD32 IOPS: %.2f (target >= 0.90: %s)\n", qd32_ratio,
               qd32_ratio >= 0.90 ? "met" : "NOT met");
@@ -291,7 +338,12 @@ int main(int argc, char** argv) {
                        {"device_qd32", as_json(device_qd32)},
                        {"ratio_qd1", qd1_ratio},
                        {"ratio_qd32", qd32_ratio},
-                       {"engine", engine}, {"rounds", options.rounds}};
+                       {"engine", engine}, {"rounds", options.rounds},
+                       {"poll_max_ns", poll_max_ns}};
+    if (compare_polling) {
+      out["device_qd1_poll_off"] = as_json(Median(unpolled_qd1_runs));
+      out["device_qd32_poll_off"] = as_json(Median(unpolled_qd32_runs));
+    }
     // Every round's IOPS too, for min/median/max (bench/run-all.sh).
     auto all_iops = [](const std::vector<Figures>& runs) {
       nlohmann::json values = nlohmann::json::array();

@@ -28,8 +28,10 @@ ABSL_FLAG(std::string, serial, "stdio",
           "Guest serial console (COM1): stdio (output to stdout, keyboard input to the "
           "guest, terminal in raw mode; Ctrl-C stops kvmini), file:PATH (output only), none.");
 ABSL_FLAG(std::string, iothread, "",
-          "Creates an IOThread named ID (repeatable, up to 64): an event loop of its own that "
-          "disks given iothread=ID serve their queues from.");
+          "Creates an IOThread (repeatable, up to 64): an event loop of its own that disks "
+          "given iothread=ID serve their queues from. ID, or id=ID[,poll-max-ns=N]: before "
+          "its loop sleeps it polls the disks' queues and io_uring for up to N ns (adapted to "
+          "the load; 0 turns polling off; default 32768, as QEMU's).");
 ABSL_FLAG(std::string, blk, "",
           "Adds a virtio-blk disk (repeatable; the first is /dev/vda): "
           "path=IMG[,id=ID][,iothread=ID][,readonly=on][,direct=on][,queues=N][,serial=STR]"
@@ -158,7 +160,7 @@ std::string UsageText(absl::string_view program) {
   std::string text = absl::StrCat(
       "Usage: ", program,
       " --kernel PATH [--initrd PATH] [--cmdline STR] [--append STR] [--cpus N]\n"
-      "       [--memory SIZE] [--serial stdio|file:PATH|none] [--iothread ID]...\n"
+      "       [--memory SIZE] [--serial stdio|file:PATH|none] [--iothread ID|id=ID,poll-max-ns=N]...\n"
       "       [--blk path=IMG,...]... [--scsi path=IMG,...]... [--control PATH]\n"
       "       [--seccomp on|off]\n\n"
       "kvmini boots a Linux kernel in a KVM virtual machine with a serial console\n"

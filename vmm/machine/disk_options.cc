@@ -185,6 +185,56 @@ absl::StatusOr<DiskSpec> ParseDiskSpec(DiskType type, absl::string_view text) {
   return spec;
 }
 
+absl::StatusOr<IoThreadSpec> ParseIoThreadSpec(absl::string_view text) {
+  IoThreadSpec spec;
+  if (text.find('=') == absl::string_view::npos) {
+    spec.id = std::string(text);  // the short form: just the id
+    return spec;
+  }
+  auto error = [&](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat("--iothread ", text, ": ", what));
+  };
+  std::set<std::string> seen;
+  for (const std::string& item : SplitOptions(text)) {
+    size_t equals = item.find('=');
+    if (equals == std::string::npos) {
+      return error(absl::StrCat("'", item, "' is not KEY=VALUE (keys: id, poll-max-ns)"));
+    }
+    std::string key = item.substr(0, equals);
+    absl::string_view value = absl::string_view(item).substr(equals + 1);
+    if (!seen.insert(key).second) return error(absl::StrCat(key, " given twice"));
+    if (key == "id") {
+      spec.id = std::string(value);
+    } else if (key == "poll-max-ns") {
+      int64_t nanoseconds = 0;
+      if (value.empty() || !absl::ascii_isdigit(static_cast<unsigned char>(value.front())) ||
+          !absl::SimpleAtoi(value, &nanoseconds) || nanoseconds > kMaxPollMaxNs) {
+        return error(absl::StrCat("poll-max-ns=", value, " is not a number of nanoseconds from 0 "
+                                  "(polling off) to ", kMaxPollMaxNs));
+      }
+      spec.poll_max_ns = nanoseconds;
+    } else {
+      return error(absl::StrCat("unknown key '", key, "' (keys: id, poll-max-ns)"));
+    }
+  }
+  if (spec.id.empty()) return error("id=ID is missing (the name disks use in iothread=ID)");
+  return spec;
+}
+
+absl::StatusOr<std::vector<IoThreadSpec>> ValidateIoThreads(
+    const std::vector<std::string>& iothreads) {
+  std::vector<IoThreadSpec> specs;
+  std::vector<std::string> ids;
+  for (const std::string& text : iothreads) {
+    absl::StatusOr<IoThreadSpec> spec = ParseIoThreadSpec(text);
+    if (!spec.ok()) return spec.status();
+    ids.push_back(spec->id);
+    specs.push_back(std::move(*spec));
+  }
+  if (absl::Status status = ValidateIoThreadIds(ids); !status.ok()) return status;
+  return specs;
+}
+
 absl::Status ValidateIoThreadIds(const std::vector<std::string>& iothreads) {
   if (iothreads.size() > kMaxIoThreads) {
     return absl::InvalidArgumentError(absl::StrCat("--iothread given ", iothreads.size(),

@@ -1,5 +1,5 @@
-// The disk and IOThread options of the kvmini command line: --iothread ID,
-// --blk KEY=VALUE,... and --scsi KEY=VALUE,..., parsed and checked into
+// The disk and IOThread options of the kvmini command line: --iothread
+// ID or id=ID[,poll-max-ns=N], --blk KEY=VALUE,... and --scsi KEY=VALUE,..., parsed and checked into
 // DiskSpecs the machine builds its virtio disks from. Every mistake is an
 // InvalidArgument error of one line naming the flag, the value and what is
 // wrong (kvmini exits with status 2).
@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "block/block_backend.h"
+#include "util/aio_context.h"
 
 namespace kvmini::vmm {
 
@@ -57,6 +58,28 @@ absl::StatusOr<DiskSpec> ParseDiskSpec(DiskType type, absl::string_view text);
 // Whether `id` can name a disk or an IOThread: 1-32 characters of letters,
 // digits, '-', '_' and '.', starting with a letter.
 bool IsValidId(absl::string_view id);
+
+struct IoThreadSpec {
+  IoThreadSpec() = default;
+  // Implicit, like the short form of --iothread: an id alone is a spec
+  // with the default settings ({"io0", "io1"} is a list of them).
+  IoThreadSpec(std::string id_in) : id(std::move(id_in)) {}        // NOLINT
+  IoThreadSpec(const char* id_in) : id(id_in) {}                   // NOLINT
+  bool operator==(const IoThreadSpec&) const = default;
+
+  std::string id;
+  // The cap of its loop's adaptive polling (util/aio_context.h); 0: off.
+  int64_t poll_max_ns = util::AioContext::kDefaultPollMaxNs;
+};
+// Longest poll-max-ns accepted: spinning longer than this before sleeping
+// is certainly a typo.
+inline constexpr int64_t kMaxPollMaxNs = 1'000'000'000;
+
+// One --iothread value: a bare ID, or id=ID[,poll-max-ns=N].
+absl::StatusOr<IoThreadSpec> ParseIoThreadSpec(absl::string_view text);
+// Every --iothread value parsed, then the ids checked together.
+absl::StatusOr<std::vector<IoThreadSpec>> ValidateIoThreads(
+    const std::vector<std::string>& iothreads);
 
 // Checks the --iothread ids (valid, no duplicates, at most kMaxIoThreads).
 absl::Status ValidateIoThreadIds(const std::vector<std::string>& iothreads);

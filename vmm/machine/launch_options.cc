@@ -113,11 +113,15 @@ absl::StatusOr<LaunchOptions> ValidateLaunchFlags(const LaunchFlags& flags) {
   if (!serial.ok()) return serial.status();
   options.serial = *serial;
 
+  absl::StatusOr<std::vector<IoThreadSpec>> iothreads = ValidateIoThreads(flags.iothreads);
+  if (!iothreads.ok()) return iothreads.status();
+  std::vector<std::string> iothread_ids;
+  for (const IoThreadSpec& iothread : *iothreads) iothread_ids.push_back(iothread.id);
   absl::StatusOr<std::vector<DiskSpec>> disks =
-      ValidateDisks(flags.blk, flags.scsi, flags.iothreads, x86::kMaxVirtioMmioDevices);
+      ValidateDisks(flags.blk, flags.scsi, iothread_ids, x86::kMaxVirtioMmioDevices);
   if (!disks.ok()) return disks.status();
   options.disks = std::move(*disks);
-  options.iothread_ids = flags.iothreads;
+  options.iothread_ids = std::move(*iothreads);
   if (flags.control.find('\0') != std::string::npos) {
     return absl::InvalidArgumentError("--control: the path contains a NUL byte");
   }

@@ -30,18 +30,19 @@ DiskCounters VirtioDisks::Disk::counters() const {
 }
 
 absl::StatusOr<std::unique_ptr<VirtioDisks>> VirtioDisks::Create(
-    const hw::GuestMemory& memory, const std::vector<std::string>& iothread_ids,
+    const hw::GuestMemory& memory, const std::vector<IoThreadSpec>& iothreads,
     const std::vector<DiskSpec>& specs) {
   util::AioContext* main = util::AioContext::Main();
   KVMINI_CHECK(main != nullptr && main->InHomeThread(),
                "VirtioDisks are created in the main loop thread");
   std::unique_ptr<VirtioDisks> disks(new VirtioDisks());
-  for (const std::string& id : iothread_ids) {
-    absl::StatusOr<std::unique_ptr<util::IOThread>> thread = util::IOThread::Create(id);
+  for (const IoThreadSpec& iothread : iothreads) {
+    absl::StatusOr<std::unique_ptr<util::IOThread>> thread = util::IOThread::Create(iothread.id);
     if (!thread.ok()) {
-      return absl::Status(thread.status().code(),
-                          absl::StrCat("--iothread ", id, ": ", thread.status().message()));
+      return absl::Status(thread.status().code(), absl::StrCat("--iothread ", iothread.id, ": ",
+                                                               thread.status().message()));
     }
+    (*thread)->context().SetPollMaxNs(iothread.poll_max_ns);
     disks->iothreads_.push_back(std::move(*thread));
   }
   for (const DiskSpec& spec : specs) {

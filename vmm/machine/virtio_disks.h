@@ -62,7 +62,7 @@ class VirtioDisks {
   // problem with an image or a disk option is an InvalidArgument error
   // naming the disk (usage error); anything else is reported as is.
   static absl::StatusOr<std::unique_ptr<VirtioDisks>> Create(
-      const hw::GuestMemory& memory, const std::vector<std::string>& iothread_ids,
+      const hw::GuestMemory& memory, const std::vector<IoThreadSpec>& iothreads,
       const std::vector<DiskSpec>& specs);
   ~VirtioDisks();
   VirtioDisks(const VirtioDisks&) = delete;

@@ -74,7 +74,7 @@ TEST(DiskCliTest, RepeatableFlagsAreCollectedInOrder) {
 TEST(DiskCliTest, HelpDocumentsTheDiskFlags) {
   std::string usage = UsageText("kvmini");
   for (const char* text : {"--iothread", "--blk", "--scsi", "--control", "--seccomp", "queues=N",
-                           "aio=io_uring|threads", "readonly=on"}) {
+                           "aio=io_uring|threads", "readonly=on", "poll-max-ns=N"}) {
     EXPECT_THAT(usage, HasSubstr(text));
   }
 }
@@ -211,7 +211,9 @@ TEST_F(DiskOptionsTest, LaunchOptionsCarryDisksIoThreadsAndControl) {
   flags.control = directory_ + "/control.sock";
   auto options = ValidateLaunchFlags(flags);
   ASSERT_TRUE(options.ok()) << options.status();
-  EXPECT_THAT(options->iothread_ids, ElementsAre("io0"));
+  ASSERT_EQ(options->iothread_ids.size(), 1u);
+  EXPECT_EQ(options->iothread_ids[0].id, "io0");
+  EXPECT_EQ(options->iothread_ids[0].poll_max_ns, util::AioContext::kDefaultPollMaxNs);
   ASSERT_EQ(options->disks.size(), 2u);
   EXPECT_EQ(options->disks[0].serial, "S1");
   EXPECT_EQ(options->disks[1].id, "scsi0");
@@ -228,6 +230,57 @@ TEST_F(DiskOptionsTest, LaunchOptionsCarryDisksIoThreadsAndControl) {
   flags.blk.assign(9, "path=" + image_a_);
   flags.scsi.clear();
   ExpectOneLineUsageError(ValidateLaunchFlags(flags).status(), "9 disks requested");
+}
+
+TEST(IoThreadOptionTest, ShortAndLongFormsGiveTheIdAndPollCap) {
+  auto bare = ParseIoThreadSpec("io0");
+  ASSERT_TRUE(bare.ok()) << bare.status();
+  EXPECT_EQ(bare->id, "io0");
+  EXPECT_EQ(bare->poll_max_ns, util::AioContext::kDefaultPollMaxNs);
+  auto tuned = ParseIoThreadSpec("id=io1,poll-max-ns=100000");
+  ASSERT_TRUE(tuned.ok()) << tuned.status();
+  EXPECT_EQ(tuned->id, "io1");
+  EXPECT_EQ(tuned->poll_max_ns, 100000);
+  auto off = ParseIoThreadSpec("poll-max-ns=0,id=io2");
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_EQ(off->poll_max_ns, 0);
+}
+
+TEST(IoThreadOptionTest, BadValuesAreOneLineUsageErrors) {
+  struct Case {
+    std::string text;
+    std::string expected;
+  };
+  const Case cases[] = {
+      {"id=io0,poll-max-ns=-1", "poll-max-ns=-1 is not a number of nanoseconds"},
+      {"id=io0,poll-max-ns=12us", "poll-max-ns=12us is not a number"},
+      {"id=io0,poll-max-ns=", "poll-max-ns= is not a number"},
+      {"id=io0,poll-max-ns=1000000001", "to 1000000000"},
+      {"poll-max-ns=5", "id=ID is missing"},
+      {"id=io0,poll=5", "unknown key 'poll'"},
+      {"id=io0,id=io1", "id given twice"},
+      {"id=io0,fast", "'fast' is not KEY=VALUE"},
+  };
+  for (const Case& c : cases) {
+    ExpectOneLineUsageError(ParseIoThreadSpec(c.text).status(), c.expected);
+  }
+}
+
+TEST_F(DiskOptionsTest, LaunchOptionsCarryEachIoThreadsPollCap) {
+  LaunchFlags flags;
+  flags.kernel = image_a_;
+  flags.iothreads = {"id=io0,poll-max-ns=0", "io1"};
+  flags.blk = {"path=" + image_a_ + ",iothread=io0"};
+  auto options = ValidateLaunchFlags(flags);
+  ASSERT_TRUE(options.ok()) << options.status();
+  ASSERT_EQ(options->iothread_ids.size(), 2u);
+  EXPECT_EQ(options->iothread_ids[0].id, "io0");
+  EXPECT_EQ(options->iothread_ids[0].poll_max_ns, 0);
+  EXPECT_EQ(options->iothread_ids[1].id, "io1");
+  EXPECT_EQ(options->iothread_ids[1].poll_max_ns, util::AioContext::kDefaultPollMaxNs);
+  // Ids are still checked for duplicates whatever form names them.
+  flags.iothreads = {"id=io0,poll-max-ns=0", "io0"};
+  ExpectOneLineUsageError(ValidateLaunchFlags(flags).status(), "--iothread io0: given twice");
 }
 
 }  // namespace
