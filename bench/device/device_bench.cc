@@ -303,12 +303,14 @@ int main(int argc, char** argv) {
   Print("fio io_uring QD1", fio_qd1);
   Print(absl::StrCat(device_name, " QD1").c_str(), device_qd1);
   if (compare_polling) {
-    Print(absl::StrCat(device_name, " QD1 polling off").c_str(), Median(unpolled_qd1_runs));
+    Print(absl::StrCat("virtio-", options.device, " QD1, no polling").c_str(),
+          Median(unpolled_qd1_runs));
   }
   Print("fio io_uring QD32", fio_qd32);
   Print(absl::StrCat(device_name, " QD32").c_str(), device_qd32);
   if (compare_polling) {
-    Print(absl::StrCat(device_name, " QD32 polling off").c_str(), Median(unpolled_qd32_runs));
+    Print(absl::StrCat("virtio-", options.device, " QD32, no polling").c_str(),
+          Median(unpolled_qd32_runs));
   }
   const double qd1_ratio = device_qd1.iops / fio_qd1.iops;
   const double qd32_ratio = device_qd32.iops / fio_qd32.iops;
