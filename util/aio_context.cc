@@ -320,6 +320,14 @@ bool AioContext::DispatchFdEvent(uint64_t key, uint32_t events) {
   return progress;
 }
 
+bool AioContext::WorthSpinning() {
+  MutexLock lock(&handlers_mutex_);
+  for (const std::shared_ptr<FdHandler>& handler : poll_handlers_) {
+    if (handler->poll.worth_spinning && !handler->poll.worth_spinning()) return false;
+  }
+  return true;
+}
+
 AioContext::SpinResult AioContext::SpinForWork(int64_t until_ns) {
   std::vector<std::shared_ptr<FdHandler>> ready;
   while (true) {
@@ -360,7 +368,7 @@ bool AioContext::Poll(bool blocking) {
   int64_t idle_since = 0;
   int64_t max_ns = poll_max_ns();
   int64_t window = poll_window_ns_.load(std::memory_order_relaxed);
-  if (may_sleep && max_ns > 0 && window > 0) {
+  if (may_sleep && max_ns > 0 && window > 0 && WorthSpinning()) {
     idle_since = MonotonicNanoseconds();
     int64_t spin_ns = std::min(window, max_ns);
     int64_t timer_ns = NanosecondsUntilNextTimer();

@@ -81,18 +81,27 @@ struct PollWindowPolicy {
   static int64_t Next(int64_t window_ns, int64_t slept_ns, int64_t max_ns);
 };
 
+// A poll handler, spun on before an AioContext's loop sleeps (see above).
+// At namespace level so its members can have defaults that a default
+// argument of AioContext's own functions may use.
+struct PollHandler {
+  // Whether its fd handler has work, without a system call. Runs in the
+  // home thread while the context's handler lock is held: it must be cheap
+  // and must not call into the context.
+  absl::AnyInvocable<bool()> has_work = nullptr;
+  // Run when `has_work` said yes; empty: the fd handler's on_readable.
+  absl::AnyInvocable<void()> on_work = nullptr;
+  // Optional, asked once before each spin: false when spinning would only
+  // take a CPU from the work being waited for (say, many requests in
+  // flight in kernel workers, whose completions batch up while the loop
+  // sleeps). Any handler saying false makes the loop sleep at once.
+  absl::AnyInvocable<bool()> worth_spinning = nullptr;
+};
+
 class AioContext {
  public:
   using Callback = absl::AnyInvocable<void()>;
-  // A poll handler's check: whether its fd handler has work, without a
-  // system call. Runs in the home thread while the context's handler lock
-  // is held: it must be cheap and must not call into this context.
-  using PollCheck = absl::AnyInvocable<bool()>;
-  struct PollHandler {
-    PollCheck has_work;
-    // Run when `has_work` said yes; empty: the fd handler's on_readable.
-    Callback on_work;
-  };
+  using PollHandler = util::PollHandler;
   // QEMU's default poll-max-ns.
   static constexpr int64_t kDefaultPollMaxNs = 32768;
   using OneshotCallback = absl::AnyInvocable<void() &&>;
@@ -191,6 +200,8 @@ class AioContext {
   // Spins on the poll checks, bottom halves and Notify() until something
   // turns up or CLOCK_MONOTONIC reaches `until_ns`.
   SpinResult SpinForWork(int64_t until_ns);
+  // Whether every poll handler finds spinning worthwhile now.
+  bool WorthSpinning();
 
   const std::string name_;
   const EventNotifier notifier_;

@@ -69,11 +69,12 @@ void Dataplane::Attach(util::AioContext& context) {
             Serve(*raw);
           },
           nullptr,
-          {[raw] {
-             std::optional<uint16_t> index = raw->queue->DriverAvailableIndex();
-             return index.has_value() && *index != raw->processed_avail_index;
-           },
-           [raw] { Serve(*raw); }});
+          {.has_work =
+               [raw] {
+                 std::optional<uint16_t> index = raw->queue->DriverAvailableIndex();
+                 return index.has_value() && *index != raw->processed_avail_index;
+               },
+           .on_work = [raw] { Serve(*raw); }});
       if (!status.ok()) {
         KVMINI_LOG(Error) << name_ << ": cannot watch the notify eventfd of queue "
                           << raw->queue->index() << ": " << status

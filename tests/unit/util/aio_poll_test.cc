@@ -118,11 +118,10 @@ TEST(AioPollTest, ZeroMaximumNeverSpinsNorCallsTheChecks) {
   int checks = 0;
   ASSERT_TRUE(context
                   ->SetFdHandler(notifier->fd(), [] {}, nullptr,
-                                 {[&] {
+                                 {.has_work = [&] {
                                     ++checks;
                                     return false;
-                                  },
-                                  nullptr})
+                                  }})
                   .ok());
   for (int i = 0; i < 5; ++i) {
     bool fired = false;
@@ -189,8 +188,8 @@ TEST(AioPollTest, PollHandlerRunsWhenItsCheckSaysSoWithoutTheFdBecomingReadable)
   ASSERT_TRUE(context
                   ->SetFdHandler(
                       notifier->fd(), [&] { ++readable_calls; }, nullptr,
-                      {[&] { return work.load(); },
-                       [&] {
+                      {.has_work = [&] { return work.load(); },
+                       .on_work = [&] {
                          work = false;
                          ++on_work_calls;
                        }})
@@ -224,7 +223,7 @@ TEST(AioPollTest, PollHandlerWithoutOnWorkRunsTheReadableCallback) {
                         work = false;
                         ++readable_calls;
                       },
-                      nullptr, {[&] { return work.load(); }, nullptr})
+                      nullptr, {.has_work = [&] { return work.load(); }})
                   .ok());
   std::thread producer([&] {
     absl::SleepFor(absl::Milliseconds(5));
@@ -237,6 +236,35 @@ TEST(AioPollTest, PollHandlerWithoutOnWorkRunsTheReadableCallback) {
   context->RemoveFdHandler(notifier->fd());
 }
 
+TEST(AioPollTest, AHandlerThatFindsSpinningNotWorthwhileMakesTheLoopSleepAtOnce) {
+  auto context = NewContext(200 * kMilli);
+  HomeThreadScope home(*context);
+  GrowWindow(*context, 100 * kMilli);
+  auto notifier = EventNotifier::Create();
+  ASSERT_TRUE(notifier.ok());
+  int checks = 0;
+  bool worthwhile = false;
+  ASSERT_TRUE(context
+                  ->SetFdHandler(notifier->fd(), [] {}, nullptr,
+                                 {.has_work =
+                                      [&] {
+                                        ++checks;
+                                        return false;
+                                      },
+                                  .worth_spinning = [&] { return worthwhile; }})
+                  .ok());
+  bool fired = false;
+  context->AddTimer(absl::Now() + absl::Milliseconds(5), [&] { fired = true; });
+  while (!fired) context->Poll(true);
+  EXPECT_EQ(checks, 0);
+  worthwhile = true;
+  fired = false;
+  context->AddTimer(absl::Now() + absl::Milliseconds(5), [&] { fired = true; });
+  while (!fired) context->Poll(true);
+  EXPECT_GT(checks, 0);
+  context->RemoveFdHandler(notifier->fd());
+}
+
 TEST(AioPollTest, ReplacingTheFdHandlerDropsItsPollCheck) {
   auto context = NewContext(200 * kMilli);
   HomeThreadScope home(*context);
@@ -246,11 +274,10 @@ TEST(AioPollTest, ReplacingTheFdHandlerDropsItsPollCheck) {
   int checks = 0;
   ASSERT_TRUE(context
                   ->SetFdHandler(notifier->fd(), [] {}, nullptr,
-                                 {[&] {
+                                 {.has_work = [&] {
                                     ++checks;
                                     return false;
-                                  },
-                                  nullptr})
+                                  }})
                   .ok());
   ASSERT_TRUE(context->SetFdHandler(notifier->fd(), [] {}).ok());
   bool fired = false;
@@ -276,11 +303,10 @@ TEST(AioPollTest, PollHandlerRemovedFromAnotherThreadIsNotCheckedAfterwards) {
   while (!grown) absl::SleepFor(absl::Milliseconds(1));
   ASSERT_TRUE(context
                   ->SetFdHandler(notifier->fd(), [] {}, nullptr,
-                                 {[&] {
+                                 {.has_work = [&] {
                                     checks.fetch_add(1);
                                     return false;
-                                  },
-                                  nullptr})
+                                  }})
                   .ok());
   // The handler is picked up by the next spin: wake the loop into one.
   context->Notify();
