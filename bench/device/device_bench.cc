@@ -8,11 +8,14 @@
 //
 //   device_bench [--device blk|scsi] [--seconds N] [--rounds N] [--image PATH]
 //                [--image-mib N] [--json FILE] [--inline on|off]
-//                [--poll on|off|both] [--poll-max-ns N]
+//                [--poll on|off|both] [--poll-max-ns N] [--halt-poll-us N]
 // Rounds alternate fio and the device (QD1, then QD32); medians are shown.
 // --poll sets the adaptive polling of the IOThread and main loops (on: with
 // --poll-max-ns as the cap, default AioContext's); "both" measures the
 // device each round with polling on and then off, next to the same fio runs.
+// --halt-poll-us N: the driver thread (the "vCPU") looks at the used ring
+// for up to N us before sleeping on the interrupt, as KVM's halt polling
+// does for a halted vCPU (default 0: it sleeps at once, as before).
 // --inline off makes the backend send every read through io_uring instead
 // of trying the page cache inline first (BlockOptions::nowait).
 //
@@ -56,6 +59,7 @@ struct Options {
   int rounds = 3;
   std::string poll = "on";
   int64_t poll_max_ns = util::AioContext::kDefaultPollMaxNs;
+  int64_t halt_poll_us = 0;
 };
 
 Options ParseOptions(int argc, char** argv) {
@@ -82,10 +86,12 @@ Options ParseOptions(int argc, char** argv) {
       options.poll = value;
     } else if (flag == "--poll-max-ns") {
       options.poll_max_ns = std::strtoll(value.c_str(), nullptr, 10);
+    } else if (flag == "--halt-poll-us") {
+      options.halt_poll_us = std::strtoll(value.c_str(), nullptr, 10);
     } else {
       Fail(absl::StrCat("unknown option ", flag,
                         " (use --device, --seconds, --rounds, --image, --image-mib, --json, "
-                        "--inline on|off, --poll on|off|both, --poll-max-ns)"));
+                        "--inline on|off, --poll on|off|both, --poll-max-ns, --halt-poll-us)"));
     }
   }
   if (options.seconds <= 0 || options.image_mib < 16 || options.rounds < 1) {
@@ -95,6 +101,7 @@ Options ParseOptions(int argc, char** argv) {
     Fail(absl::StrCat("--poll ", options.poll, ": use on, off or both"));
   }
   if (options.poll_max_ns < 0) Fail("--poll-max-ns must be >= 0");
+  if (options.halt_poll_us < 0) Fail("--halt-poll-us must be >= 0");
   if (options.device != "blk" && options.device != "scsi") {
     Fail(absl::StrCat("--device ", options.device, ": use blk or scsi"));
   }
@@ -160,7 +167,8 @@ class ScsiReads {
 // dataplane on an IOThread, the guest driver run from a vCPU-like thread.
 class DeviceRig {
  public:
-  DeviceRig(const Options& options, uint64_t image_bytes) : image_bytes_(image_bytes) {
+  DeviceRig(const Options& options, uint64_t image_bytes)
+      : image_bytes_(image_bytes), halt_poll_(absl::Microseconds(options.halt_poll_us)) {
     auto main = util::AioContext::CreateMain();
     if (!main.ok()) Fail(main.status().ToString());
     main_ = std::move(*main);
@@ -228,8 +236,9 @@ class DeviceRig {
     Figures figures;
     std::atomic<bool> done{false};
     std::thread vcpu([&] {
-      figures = blk_reads_ ? RunClosedLoop(*blk_reads_, image_bytes_, depth, seconds)
-                           : RunClosedLoop(*scsi_reads_, image_bytes_, depth, seconds);
+      figures = blk_reads_
+                    ? RunClosedLoop(*blk_reads_, image_bytes_, depth, seconds, halt_poll_)
+                    : RunClosedLoop(*scsi_reads_, image_bytes_, depth, seconds, halt_poll_);
       done = true;
       main_->Notify();
     });
@@ -240,6 +249,7 @@ class DeviceRig {
 
  private:
   const uint64_t image_bytes_;
+  const absl::Duration halt_poll_;
   std::unique_ptr<util::AioContext> main_;
   std::unique_ptr<util::IOThread> iothread_;
   std::unique_ptr<test::VirtioTestbed> testbed_;
@@ -314,9 +324,10 @@ int main(int argc, char** argv) {
   }
   const double qd1_ratio = device_qd1.iops / fio_qd1.iops;
   const double qd32_ratio = device_qd32.iops / fio_qd32.iops;
-  std::printf("backend engine: %s, inline page-cache reads %s, poll-max-ns %lld\n",
+  std::printf("backend engine: %s, inline page-cache reads %s, poll-max-ns %lld, "
+              "driver halt polling %lld us\n",
               engine.c_str(), options.inline_reads ? "on" : "off",
-              static_cast<long long>(poll_max_ns));
+              static_cast<long long>(poll_max_ns), static_cast<long long>(options.halt_poll_us));
   if (compare_polling) {
     std::printf("ratio device/fio QD1 IOPS, polling off: %.2f\n",
                 Median(unpolled_qd1_runs).iops / fio_qd1.iops);
@@ -341,7 +352,7 @@ int main(int argc, char** argv) {
                        {"ratio_qd1", qd1_ratio},
                        {"ratio_qd32", qd32_ratio},
                        {"engine", engine}, {"rounds", options.rounds},
-                       {"poll_max_ns", poll_max_ns}};
+                       {"poll_max_ns", poll_max_ns}, {"halt_poll_us", options.halt_poll_us}};
     if (compare_polling) {
       out["device_qd1_poll_off"] = as_json(Median(unpolled_qd1_runs));
       out["device_qd32_poll_off"] = as_json(Median(unpolled_qd32_runs));
