@@ -41,35 +41,37 @@ IoUringEngine::IoUringEngine(util::AioContext& context) : context_(context) {
 }
 
 absl::Status IoUringEngine::SetUp() {
-  io_uring_params params{};
   // SUBMIT_ALL: one bad SQE must not hold back the rest of the batch.
-  params.flags = IORING_SETUP_SUBMIT_ALL;
-  params.cq_entries = 2 * kRingEntries;
-  params.flags |= IORING_SETUP_CQSIZE;
-  int result = io_uring_queue_init_params(kRingEntries, &ring_, &params);
-  if (result == -EINVAL) {
-    // Kernels before 5.18 reject SUBMIT_ALL; without it a failed SQE ends
-    // the submission early and the rest simply goes out in the next batch.
+  // COOP_TASKRUN: a completion that must be posted from our thread (io-wq
+  // workers' on tmpfs, O_DIRECT's) waits for our next system call instead
+  // of interrupting a busy loop with an IPI, as fio's ring does; a sleeping
+  // loop is still woken. TASKRUN_FLAG says when such work waits, so the
+  // poll check and the reaping can enter the kernel for it. Each flag is
+  // dropped on kernels that refuse it (COOP_TASKRUN is 5.19, SUBMIT_ALL 5.18).
+  constexpr unsigned kCooperative = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
+  int result = -EINVAL;
+  io_uring_params params{};
+  for (unsigned flags : {IORING_SETUP_SUBMIT_ALL | kCooperative, IORING_SETUP_SUBMIT_ALL, 0u}) {
     params = io_uring_params{};
     params.cq_entries = 2 * kRingEntries;
-    params.flags = IORING_SETUP_CQSIZE;
+    params.flags = flags | IORING_SETUP_CQSIZE;
     result = io_uring_queue_init_params(kRingEntries, &ring_, &params);
+    if (result != -EINVAL) break;
   }
   if (result < 0) {
     return absl::ErrnoToStatus(-result, "io_uring_setup");
   }
+  cooperative_task_run_ = (params.flags & IORING_SETUP_TASKRUN_FLAG) != 0;
   ring_ready_ = true;
   completion_capacity_ = params.cq_entries;
 
   submit_bh_ = context_.NewBottomHalf([this] { SubmitAndReap(); });
-  // The poll check reads the completion queue's tail from the shared ring:
-  // no system call. It sees O_DIRECT completions too because the ring is
-  // set up without IORING_SETUP_COOP_TASKRUN (or DEFER_TASKRUN): the task
-  // work that posts them interrupts the spinning thread and runs on its way
-  // back to user mode, instead of waiting for our next system call.
+  // The poll check reads the completion queue's tail and the ring's flags
+  // from the shared ring: no system call. Completions that are still task
+  // work show as IORING_SQ_TASKRUN; reaping enters the kernel to post them.
   absl::Status watched = context_.SetFdHandler(
       ring_.ring_fd, [this] { SubmitAndReap(); }, nullptr,
-      {.has_work = [this] { return io_uring_cq_ready(&ring_) > 0; },
+      {.has_work = [this] { return io_uring_cq_ready(&ring_) > 0 || TaskWorkPending(); },
        .worth_spinning = [this] { return in_kernel_ <= kMostInFlightWorthSpinning; }});
   if (!watched.ok()) {
     return absl::Status(watched.code(),
@@ -185,6 +187,8 @@ bool IoUringEngine::ReapCompletions() {
   std::array<std::pair<IoOperation*, int>, kReapBatch> finished;
   bool reaped = false;
   while (true) {
+    // Runs the task work that posts completions (see SetUp).
+    if (TaskWorkPending()) (void)io_uring_get_events(&ring_);
     unsigned count = io_uring_peek_batch_cqe(&ring_, cqes.data(), kReapBatch);
     if (count == 0) break;
     reaped = true;
@@ -202,6 +206,11 @@ bool IoUringEngine::ReapCompletions() {
     }
   }
   return reaped;
+}
+
+bool IoUringEngine::TaskWorkPending() const {
+  return cooperative_task_run_ &&
+         (IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_TASKRUN) != 0;
 }
 
 }  // namespace kvmini::block

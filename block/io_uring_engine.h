@@ -71,12 +71,16 @@ class IoUringEngine final : public util::AioContext::Extension, public IoEngine 
   // Runs the callbacks of the completions in the ring; false if none.
   bool ReapCompletions();
   bool HasRoom() const { return prepared_ + in_kernel_ < completion_capacity_; }
+  // Completions wait as task work for our next system call (the ring was
+  // set up with COOP_TASKRUN and TASKRUN_FLAG).
+  bool TaskWorkPending() const;
 
   util::AioContext& context_;
   absl::Status setup_status_;
   io_uring ring_{};
   bool ring_ready_ = false;
   bool watching_ring_fd_ = false;
+  bool cooperative_task_run_ = false;
   unsigned completion_capacity_ = 0;
   // Everything below is touched only in the context's home thread.
   unsigned prepared_ = 0;   // SQEs filled, not yet taken by the kernel
