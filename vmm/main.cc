@@ -93,7 +93,7 @@ int Run(int argc, char** argv) {
   if (!machine.ok()) return ReportStartupError(machine.status());
   // IOThreads start here, after the Machine has blocked the signals.
   absl::StatusOr<std::unique_ptr<kvmini::vmm::VirtioDisks>> disks =
-      kvmini::vmm::VirtioDisks::Create((*machine)->memory(), options->iothread_ids,
+      kvmini::vmm::VirtioDisks::Create((*machine)->memory(), options->iothreads,
                                        options->disks);
   if (!disks.ok()) return ReportStartupError(disks.status());
   absl::StatusOr<std::vector<kvmini::vmm::x86::MmioDeviceWindow>> windows =

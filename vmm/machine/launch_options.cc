@@ -121,7 +121,7 @@ absl::StatusOr<LaunchOptions> ValidateLaunchFlags(const LaunchFlags& flags) {
       ValidateDisks(flags.blk, flags.scsi, iothread_ids, x86::kMaxVirtioMmioDevices);
   if (!disks.ok()) return disks.status();
   options.disks = std::move(*disks);
-  options.iothread_ids = std::move(*iothreads);
+  options.iothreads = std::move(*iothreads);
   if (flags.control.find('\0') != std::string::npos) {
     return absl::InvalidArgumentError("--control: the path contains a NUL byte");
   }

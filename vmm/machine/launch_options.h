@@ -49,8 +49,8 @@ struct LaunchOptions {
   uint32_t vcpu_count = 1;
   uint64_t memory_bytes = 0;
   hw::SerialSpec serial;
-  // Each --iothread: its id and settings (the name predates the settings).
-  std::vector<IoThreadSpec> iothread_ids;
+  // Each --iothread: its id and settings.
+  std::vector<IoThreadSpec> iothreads;
   // Every --blk in order, then every --scsi: the order of the DSDT.
   std::vector<DiskSpec> disks;
   std::string control_path;  // empty: no control socket

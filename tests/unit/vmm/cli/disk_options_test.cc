@@ -211,9 +211,9 @@ TEST_F(DiskOptionsTest, LaunchOptionsCarryDisksIoThreadsAndControl) {
   flags.control = directory_ + "/control.sock";
   auto options = ValidateLaunchFlags(flags);
   ASSERT_TRUE(options.ok()) << options.status();
-  ASSERT_EQ(options->iothread_ids.size(), 1u);
-  EXPECT_EQ(options->iothread_ids[0].id, "io0");
-  EXPECT_EQ(options->iothread_ids[0].poll_max_ns, util::AioContext::kDefaultPollMaxNs);
+  ASSERT_EQ(options->iothreads.size(), 1u);
+  EXPECT_EQ(options->iothreads[0].id, "io0");
+  EXPECT_EQ(options->iothreads[0].poll_max_ns, util::AioContext::kDefaultPollMaxNs);
   ASSERT_EQ(options->disks.size(), 2u);
   EXPECT_EQ(options->disks[0].serial, "S1");
   EXPECT_EQ(options->disks[1].id, "scsi0");
@@ -273,11 +273,11 @@ TEST_F(DiskOptionsTest, LaunchOptionsCarryEachIoThreadsPollCap) {
   flags.blk = {"path=" + image_a_ + ",iothread=io0"};
   auto options = ValidateLaunchFlags(flags);
   ASSERT_TRUE(options.ok()) << options.status();
-  ASSERT_EQ(options->iothread_ids.size(), 2u);
-  EXPECT_EQ(options->iothread_ids[0].id, "io0");
-  EXPECT_EQ(options->iothread_ids[0].poll_max_ns, 0);
-  EXPECT_EQ(options->iothread_ids[1].id, "io1");
-  EXPECT_EQ(options->iothread_ids[1].poll_max_ns, util::AioContext::kDefaultPollMaxNs);
+  ASSERT_EQ(options->iothreads.size(), 2u);
+  EXPECT_EQ(options->iothreads[0].id, "io0");
+  EXPECT_EQ(options->iothreads[0].poll_max_ns, 0);
+  EXPECT_EQ(options->iothreads[1].id, "io1");
+  EXPECT_EQ(options->iothreads[1].poll_max_ns, util::AioContext::kDefaultPollMaxNs);
   // Ids are still checked for duplicates whatever form names them.
   flags.iothreads = {"id=io0,poll-max-ns=0", "io0"};
   ExpectOneLineUsageError(ValidateLaunchFlags(flags).status(), "--iothread io0: given twice");
