@@ -229,7 +229,11 @@ TEST(TinyGuestTest, PausedVcpusStopRunningTheGuestUntilResumed) {
   };
   uint32_t at_pause = 0, after_pause = 0, after_resume = 0;
   bool parked = false;
+  // Both inside the run (timers only fire in its loop), so the uptime at
+  // the end covers at least the time between them.
+  absl::Time first_timer_fired, stop_requested;
   main.AddTimer(absl::Now() + absl::Milliseconds(100), [&] {
+    first_timer_fired = absl::Now();
     machine.PauseVcpus([&] {
       parked = true;
       EXPECT_TRUE(machine.vcpus_paused());
@@ -239,6 +243,7 @@ TEST(TinyGuestTest, PausedVcpusStopRunningTheGuestUntilResumed) {
         machine.ResumeVcpus();
         main.AddTimer(absl::Now() + absl::Milliseconds(100), [&] {
           after_resume = counter();
+          stop_requested = absl::Now();
           machine.RequestStop({MachineExit::Cause::kVmmFailure, 1, "stopped by the test"});
         });
       });
@@ -251,7 +256,10 @@ TEST(TinyGuestTest, PausedVcpusStopRunningTheGuestUntilResumed) {
   EXPECT_EQ(after_pause, at_pause);
   EXPECT_GT(after_resume, after_pause);
   EXPECT_FALSE(machine.vcpus_paused());
-  EXPECT_GT(machine.uptime(), absl::Milliseconds(300));
+  // Two 100 ms timers lie between them; the run itself started a little
+  // before the first timer fired, by however long its set-up took.
+  EXPECT_GE(stop_requested - first_timer_fired, absl::Milliseconds(200));
+  EXPECT_GE(machine.uptime(), stop_requested - first_timer_fired);
 }
 
 // A device whose register write waits for a request it posts to the main
