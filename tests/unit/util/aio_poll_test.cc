@@ -30,6 +30,13 @@ std::unique_ptr<AioContext> NewContext(int64_t poll_max_ns) {
   return std::move(*context);
 }
 
+// Polls (blocking) until a timer armed `delay` from now has fired.
+void PollUntilTimerFires(AioContext& context, absl::Duration delay) {
+  bool fired = false;
+  context.AddTimer(absl::Now() + delay, [&] { fired = true; });
+  while (!fired) context.Poll(true);
+}
+
 // Sleeps in Poll on timers that each fire a little after the current window
 // ran out, which is what makes the window grow, until it reaches `target`.
 void GrowWindow(AioContext& context, int64_t target_ns) {
@@ -37,9 +44,7 @@ void GrowWindow(AioContext& context, int64_t target_ns) {
     int64_t window = context.poll_window_ns();
     // Past the window but inside the maximum (with room for a late wake-up).
     int64_t delay = std::min(std::max(2 * window, kMilli), (window + context.poll_max_ns()) / 2);
-    bool fired = false;
-    context.AddTimer(absl::Now() + absl::Nanoseconds(delay), [&] { fired = true; });
-    while (!fired) context.Poll(true);
+    PollUntilTimerFires(context, absl::Nanoseconds(delay));
   }
   ASSERT_GE(context.poll_window_ns(), target_ns);
 }
@@ -94,9 +99,7 @@ TEST(AioPollTest, WindowGrowsToTheMaximumAndNoFurther) {
   GrowWindow(*context, 40 * kMilli);
   EXPECT_EQ(context->poll_window_ns(), 40 * kMilli);
   // An event inside the window leaves it where it is.
-  bool fired = false;
-  context->AddTimer(absl::Now() + absl::Milliseconds(15), [&] { fired = true; });
-  while (!fired) context->Poll(true);
+  PollUntilTimerFires(*context, absl::Milliseconds(15));
   EXPECT_EQ(context->poll_window_ns(), 40 * kMilli);
 }
 
@@ -104,9 +107,7 @@ TEST(AioPollTest, WindowShrinksAfterALongSleep) {
   auto context = NewContext(20 * kMilli);
   HomeThreadScope home(*context);
   GrowWindow(*context, 20 * kMilli);
-  bool fired = false;
-  context->AddTimer(absl::Now() + absl::Milliseconds(200), [&] { fired = true; });
-  while (!fired) context->Poll(true);
+  PollUntilTimerFires(*context, absl::Milliseconds(200));
   EXPECT_EQ(context->poll_window_ns(), 10 * kMilli);
 }
 
@@ -124,9 +125,7 @@ TEST(AioPollTest, ZeroMaximumNeverSpinsNorCallsTheChecks) {
                                   }})
                   .ok());
   for (int i = 0; i < 5; ++i) {
-    bool fired = false;
-    context->AddTimer(absl::Now() + absl::Microseconds(500), [&] { fired = true; });
-    while (!fired) context->Poll(true);
+    PollUntilTimerFires(*context, absl::Microseconds(500));
   }
   EXPECT_EQ(context->poll_window_ns(), 0);
   EXPECT_EQ(checks, 0);
@@ -253,14 +252,10 @@ TEST(AioPollTest, AHandlerThatFindsSpinningNotWorthwhileMakesTheLoopSleepAtOnce)
                                       },
                                   .worth_spinning = [&] { return worthwhile; }})
                   .ok());
-  bool fired = false;
-  context->AddTimer(absl::Now() + absl::Milliseconds(5), [&] { fired = true; });
-  while (!fired) context->Poll(true);
+  PollUntilTimerFires(*context, absl::Milliseconds(5));
   EXPECT_EQ(checks, 0);
   worthwhile = true;
-  fired = false;
-  context->AddTimer(absl::Now() + absl::Milliseconds(5), [&] { fired = true; });
-  while (!fired) context->Poll(true);
+  PollUntilTimerFires(*context, absl::Milliseconds(5));
   EXPECT_GT(checks, 0);
   context->RemoveFdHandler(notifier->fd());
 }
@@ -280,9 +275,7 @@ TEST(AioPollTest, ReplacingTheFdHandlerDropsItsPollCheck) {
                                   }})
                   .ok());
   ASSERT_TRUE(context->SetFdHandler(notifier->fd(), [] {}).ok());
-  bool fired = false;
-  context->AddTimer(absl::Now() + absl::Milliseconds(5), [&] { fired = true; });
-  while (!fired) context->Poll(true);
+  PollUntilTimerFires(*context, absl::Milliseconds(5));
   EXPECT_EQ(checks, 0);
   context->RemoveFdHandler(notifier->fd());
 }
