@@ -7,10 +7,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <set>
 #include <utility>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
@@ -41,6 +43,36 @@ std::vector<std::string> SplitOptions(absl::string_view text) {
     }
   }
   return items;
+}
+
+// The mistakes in the shape of a KEY=VALUE,... list; each flag words them
+// its own way.
+enum class ListMistake { kEmptyItem, kNotKeyValue, kKeyGivenTwice };
+// Builds the error for a mistake from the item (kEmptyItem, kNotKeyValue)
+// or the key (kKeyGivenTwice) it is about.
+using ListMistakeError = absl::FunctionRef<absl::Status(ListMistake, absl::string_view)>;
+using KeyValueHandler =
+    absl::FunctionRef<absl::Status(absl::string_view key, absl::string_view value)>;
+
+// Hands each KEY=VALUE of `text` (split by SplitOptions; the value may be
+// empty) to `handle` in order. Stops at the first error, a list mistake or
+// one `handle` returns, so the first mistake from the left is the one
+// reported whichever kind it is.
+absl::Status ForEachKeyValue(absl::string_view text, ListMistakeError mistake,
+                             KeyValueHandler handle) {
+  std::set<std::string, std::less<>> seen;
+  for (const std::string& item : SplitOptions(text)) {
+    if (item.empty()) return mistake(ListMistake::kEmptyItem, item);
+    size_t equals = item.find('=');
+    if (equals == std::string::npos) return mistake(ListMistake::kNotKeyValue, item);
+    absl::string_view key = absl::string_view(item).substr(0, equals);
+    if (!seen.emplace(key).second) return mistake(ListMistake::kKeyGivenTwice, key);
+    if (absl::Status status = handle(key, absl::string_view(item).substr(equals + 1));
+        !status.ok()) {
+      return status;
+    }
+  }
+  return absl::OkStatus();
 }
 
 bool IsKnownKey(absl::string_view key) {
@@ -157,28 +189,29 @@ bool IsValidId(absl::string_view id) {
 absl::StatusOr<DiskSpec> ParseDiskSpec(DiskType type, absl::string_view text) {
   DiskSpec spec;
   spec.type = type;
-  std::set<std::string> seen;
-  for (const std::string& item : SplitOptions(text)) {
-    size_t equals = item.find('=');
-    if (item.empty()) return OptionError(type, text, "empty option (a stray comma?)");
-    if (equals == std::string::npos) {
-      return OptionError(type, text, absl::StrCat("'", item, "' is not KEY=VALUE"));
+  auto mistake = [&](ListMistake kind, absl::string_view item_or_key) {
+    if (kind == ListMistake::kEmptyItem) {
+      return OptionError(type, text, "empty option (a stray comma?)");
     }
-    std::string key = item.substr(0, equals);
-    std::string value = item.substr(equals + 1);
-    if (!IsKnownKey(key)) {
-      return OptionError(
-          type, text,
-          absl::StrCat("unknown key '", key, "' (keys: ", absl::StrJoin(kKeys, ", "), ")"));
+    if (kind == ListMistake::kNotKeyValue) {
+      return OptionError(type, text, absl::StrCat("'", item_or_key, "' is not KEY=VALUE"));
     }
-    if (!seen.insert(key).second) {
-      return OptionError(type, text, absl::StrCat("key '", key, "' given twice"));
-    }
-    if (value.empty()) return OptionError(type, text, absl::StrCat(key, "= has no value"));
-    if (absl::Status status = ApplyOption(spec, key, value); !status.ok()) {
-      return OptionError(type, text, status.message());
-    }
-  }
+    return OptionError(type, text, absl::StrCat("key '", item_or_key, "' given twice"));
+  };
+  absl::Status status =
+      ForEachKeyValue(text, mistake, [&](absl::string_view key, absl::string_view value) {
+        if (!IsKnownKey(key)) {
+          return OptionError(
+              type, text,
+              absl::StrCat("unknown key '", key, "' (keys: ", absl::StrJoin(kKeys, ", "), ")"));
+        }
+        if (value.empty()) return OptionError(type, text, absl::StrCat(key, "= has no value"));
+        if (absl::Status applied = ApplyOption(spec, key, value); !applied.ok()) {
+          return OptionError(type, text, applied.message());
+        }
+        return absl::OkStatus();
+      });
+  if (!status.ok()) return status;
   if (spec.path.empty()) {
     return OptionError(type, text, "path=IMAGE is missing (the disk image to use)");
   }
@@ -194,29 +227,31 @@ absl::StatusOr<IoThreadSpec> ParseIoThreadSpec(absl::string_view text) {
   auto error = [&](absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat("--iothread ", text, ": ", what));
   };
-  std::set<std::string> seen;
-  for (const std::string& item : SplitOptions(text)) {
-    size_t equals = item.find('=');
-    if (equals == std::string::npos) {
-      return error(absl::StrCat("'", item, "' is not KEY=VALUE (keys: id, poll-max-ns)"));
+  auto mistake = [&](ListMistake kind, absl::string_view item_or_key) {
+    if (kind == ListMistake::kKeyGivenTwice) {
+      return error(absl::StrCat(item_or_key, " given twice"));
     }
-    std::string key = item.substr(0, equals);
-    absl::string_view value = absl::string_view(item).substr(equals + 1);
-    if (!seen.insert(key).second) return error(absl::StrCat(key, " given twice"));
-    if (key == "id") {
-      spec.id = std::string(value);
-    } else if (key == "poll-max-ns") {
-      int64_t nanoseconds = 0;
-      if (value.empty() || !absl::ascii_isdigit(static_cast<unsigned char>(value.front())) ||
-          !absl::SimpleAtoi(value, &nanoseconds) || nanoseconds > kMaxPollMaxNs) {
-        return error(absl::StrCat("poll-max-ns=", value, " is not a number of nanoseconds from 0 "
-                                  "(polling off) to ", kMaxPollMaxNs));
-      }
-      spec.poll_max_ns = nanoseconds;
-    } else {
-      return error(absl::StrCat("unknown key '", key, "' (keys: id, poll-max-ns)"));
-    }
-  }
+    // An empty item is just one more item that is not KEY=VALUE.
+    return error(absl::StrCat("'", item_or_key, "' is not KEY=VALUE (keys: id, poll-max-ns)"));
+  };
+  absl::Status status =
+      ForEachKeyValue(text, mistake, [&](absl::string_view key, absl::string_view value) {
+        if (key == "id") {
+          spec.id = std::string(value);
+        } else if (key == "poll-max-ns") {
+          int64_t nanoseconds = 0;
+          if (value.empty() || !absl::ascii_isdigit(static_cast<unsigned char>(value.front())) ||
+              !absl::SimpleAtoi(value, &nanoseconds) || nanoseconds > kMaxPollMaxNs) {
+            return error(absl::StrCat("poll-max-ns=", value, " is not a number of nanoseconds "
+                                      "from 0 (polling off) to ", kMaxPollMaxNs));
+          }
+          spec.poll_max_ns = nanoseconds;
+        } else {
+          return error(absl::StrCat("unknown key '", key, "' (keys: id, poll-max-ns)"));
+        }
+        return absl::OkStatus();
+      });
+  if (!status.ok()) return status;
   if (spec.id.empty()) return error("id=ID is missing (the name disks use in iothread=ID)");
   return spec;
 }

@@ -154,6 +154,9 @@ TEST(ParseDiskSpecTest, EachMistakeIsNamed) {
       {DiskType::kBlk, "path=/x,id=a/b", "id 'a/b' is not a valid id"},
       {DiskType::kBlk, "path=/x,id=" + std::string(33, 'a'), "is not a valid id"},
       {DiskType::kBlk, "path=/x,aio=native", "aio=native is not an engine"},
+      // The first mistake from the left is the one named, whatever its kind.
+      {DiskType::kBlk, "path=/x,queues=0,/y", "queues=0 is out of range"},
+      {DiskType::kBlk, "path=,path=/y", "path= has no value"},
   };
   for (const Case& c : cases) {
     ExpectOneLineUsageError(ParseDiskSpec(c.type, c.text).status(), c.expected);
@@ -260,6 +263,8 @@ TEST(IoThreadOptionTest, BadValuesAreOneLineUsageErrors) {
       {"id=io0,poll=5", "unknown key 'poll'"},
       {"id=io0,id=io1", "id given twice"},
       {"id=io0,fast", "'fast' is not KEY=VALUE"},
+      {"id=io0,", "--iothread id=io0,: '' is not KEY=VALUE (keys: id, poll-max-ns)"},
+      {"poll-max-ns=x,id=io0,id=io1", "poll-max-ns=x is not a number"},
   };
   for (const Case& c : cases) {
     ExpectOneLineUsageError(ParseIoThreadSpec(c.text).status(), c.expected);
