@@ -166,6 +166,28 @@ absl::Status CheckImage(const DiskSpec& spec) {
   return absl::OkStatus();
 }
 
+// Checks the --iothread ids together: each valid, no duplicates, at most
+// kMaxIoThreads.
+absl::Status ValidateIoThreadIds(const std::vector<std::string>& iothreads) {
+  if (iothreads.size() > kMaxIoThreads) {
+    return absl::InvalidArgumentError(absl::StrCat("--iothread given ", iothreads.size(),
+                                                   " times; kvmini runs at most ", kMaxIoThreads,
+                                                   " IOThreads"));
+  }
+  std::set<std::string> seen;
+  for (const std::string& id : iothreads) {
+    if (!IsValidId(id)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--iothread ", id, ": not a valid id (1-", kMaxIdBytes,
+                       " letters, digits, '-', '_' or '.', starting with a letter)"));
+    }
+    if (!seen.insert(id).second) {
+      return absl::InvalidArgumentError(absl::StrCat("--iothread ", id, ": given twice"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::string_view DiskFlagName(DiskType type) {
@@ -270,31 +292,10 @@ absl::StatusOr<std::vector<IoThreadSpec>> ValidateIoThreads(
   return specs;
 }
 
-absl::Status ValidateIoThreadIds(const std::vector<std::string>& iothreads) {
-  if (iothreads.size() > kMaxIoThreads) {
-    return absl::InvalidArgumentError(absl::StrCat("--iothread given ", iothreads.size(),
-                                                   " times; kvmini runs at most ", kMaxIoThreads,
-                                                   " IOThreads"));
-  }
-  std::set<std::string> seen;
-  for (const std::string& id : iothreads) {
-    if (!IsValidId(id)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--iothread ", id, ": not a valid id (1-", kMaxIdBytes,
-                       " letters, digits, '-', '_' or '.', starting with a letter)"));
-    }
-    if (!seen.insert(id).second) {
-      return absl::InvalidArgumentError(absl::StrCat("--iothread ", id, ": given twice"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<std::vector<DiskSpec>> ValidateDisks(const std::vector<std::string>& blk,
                                                     const std::vector<std::string>& scsi,
-                                                    const std::vector<std::string>& iothreads,
+                                                    const std::vector<IoThreadSpec>& iothreads,
                                                     size_t max_disks) {
-  if (absl::Status status = ValidateIoThreadIds(iothreads); !status.ok()) return status;
   std::vector<DiskSpec> disks;
   std::map<std::string, std::string> owner_by_id;  // id -> the option that set it
   for (auto [type, values] : {std::pair{DiskType::kBlk, &blk}, std::pair{DiskType::kScsi, &scsi}}) {
@@ -310,8 +311,9 @@ absl::StatusOr<std::vector<DiskSpec>> ValidateDisks(const std::vector<std::strin
         return absl::InvalidArgumentError(absl::StrCat(option, ": duplicate disk id '", spec->id,
                                                        "' (also used by ", existing->second, ")"));
       }
+      auto named = [&](const IoThreadSpec& iothread) { return iothread.id == spec->iothread; };
       if (!spec->iothread.empty() &&
-          std::find(iothreads.begin(), iothreads.end(), spec->iothread) == iothreads.end()) {
+          std::find_if(iothreads.begin(), iothreads.end(), named) == iothreads.end()) {
         return absl::InvalidArgumentError(
             absl::StrCat(option, ": unknown iothread '", spec->iothread,
                          "' (create it with --iothread ", spec->iothread, ")"));

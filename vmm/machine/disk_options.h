@@ -77,22 +77,21 @@ inline constexpr int64_t kMaxPollMaxNs = 1'000'000'000;
 
 // One --iothread value: a bare ID, or id=ID[,poll-max-ns=N].
 absl::StatusOr<IoThreadSpec> ParseIoThreadSpec(absl::string_view text);
-// Every --iothread value parsed, then the ids checked together.
+// Every --iothread value parsed, then the ids checked together: each a
+// valid id, no duplicates, at most kMaxIoThreads.
 absl::StatusOr<std::vector<IoThreadSpec>> ValidateIoThreads(
     const std::vector<std::string>& iothreads);
-
-// Checks the --iothread ids (valid, no duplicates, at most kMaxIoThreads).
-absl::Status ValidateIoThreadIds(const std::vector<std::string>& iothreads);
 
 // Everything about the disks together, in the order the guest will see
 // them (every --blk in command-line order, then every --scsi): each value
 // parses, ids are unique (defaults "blk0", "blk1", ... and "scsi0", ...
-// by position among their flag), each iothread= names an --iothread, there
+// by position among their flag), each iothread= names one of `iothreads`
+// (ValidateIoThreads's result: their ids are not checked again), there
 // are no more disks than virtio-mmio slots (`max_disks`), and each image
 // can be opened with the access it needs.
 absl::StatusOr<std::vector<DiskSpec>> ValidateDisks(const std::vector<std::string>& blk,
                                                     const std::vector<std::string>& scsi,
-                                                    const std::vector<std::string>& iothreads,
+                                                    const std::vector<IoThreadSpec>& iothreads,
                                                     size_t max_disks);
 
 }  // namespace kvmini::vmm

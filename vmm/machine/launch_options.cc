@@ -115,10 +115,8 @@ absl::StatusOr<LaunchOptions> ValidateLaunchFlags(const LaunchFlags& flags) {
 
   absl::StatusOr<std::vector<IoThreadSpec>> iothreads = ValidateIoThreads(flags.iothreads);
   if (!iothreads.ok()) return iothreads.status();
-  std::vector<std::string> iothread_ids;
-  for (const IoThreadSpec& iothread : *iothreads) iothread_ids.push_back(iothread.id);
   absl::StatusOr<std::vector<DiskSpec>> disks =
-      ValidateDisks(flags.blk, flags.scsi, iothread_ids, x86::kMaxVirtioMmioDevices);
+      ValidateDisks(flags.blk, flags.scsi, *iothreads, x86::kMaxVirtioMmioDevices);
   if (!disks.ok()) return disks.status();
   options.disks = std::move(*disks);
   options.iothreads = std::move(*iothreads);

@@ -183,7 +183,8 @@ TEST_F(DiskOptionsTest, DisksComeBlkFirstWithDefaultIds) {
 TEST_F(DiskOptionsTest, WholeCommandLineMistakesAreNamed) {
   const std::string a = "path=" + image_a_;
   struct Case {
-    std::vector<std::string> blk, scsi, iothreads;
+    std::vector<std::string> blk, scsi;
+    std::vector<IoThreadSpec> iothreads;
     size_t max_disks;
     std::string expected;
   };
@@ -192,8 +193,6 @@ TEST_F(DiskOptionsTest, WholeCommandLineMistakesAreNamed) {
       {{a, a + ",id=blk0"}, {}, {}, 8, "duplicate disk id 'blk0' (also used by --blk " + a},
       {{a + ",id=d"}, {a + ",id=d"}, {}, 8, "--scsi " + a + ",id=d: duplicate disk id 'd'"},
       {{a + ",iothread=io9"}, {}, {"io0"}, 8, "unknown iothread 'io9'"},
-      {{a}, {}, {"io0", "io0"}, 8, "--iothread io0: given twice"},
-      {{a}, {}, {"9lives"}, 8, "--iothread 9lives: not a valid id"},
       {{a, a, a}, {a}, {}, 3, "4 disks requested (--blk and --scsi); kvmini has 3"},
       {{"path=" + directory_ + "/missing.img"}, {}, {}, 8, "missing.img: No such file"},
       {{"path=" + directory_}, {}, {}, 8, "--blk id=blk0: image " + directory_},
@@ -268,6 +267,32 @@ TEST(IoThreadOptionTest, BadValuesAreOneLineUsageErrors) {
   };
   for (const Case& c : cases) {
     ExpectOneLineUsageError(ParseIoThreadSpec(c.text).status(), c.expected);
+  }
+}
+
+TEST(IoThreadOptionTest, IdsAreCheckedTogether) {
+  auto specs = ValidateIoThreads({"io0", "id=io1,poll-max-ns=0"});
+  ASSERT_TRUE(specs.ok()) << specs.status();
+  ASSERT_EQ(specs->size(), 2u);
+  EXPECT_EQ((*specs)[0].id, "io0");
+  EXPECT_EQ((*specs)[1].id, "io1");
+  EXPECT_EQ((*specs)[1].poll_max_ns, 0);
+
+  struct Case {
+    std::vector<std::string> iothreads;
+    std::string expected;
+  };
+  const Case cases[] = {
+      {{"io0", "io0"}, "--iothread io0: given twice"},
+      {{"io0", "id=io0"}, "--iothread io0: given twice"},
+      {{"9lives"}, "--iothread 9lives: not a valid id"},
+      {{"id=a/b"}, "--iothread a/b: not a valid id"},
+      {{"io0", "id=io1,bad"}, "--iothread id=io1,bad: 'bad' is not KEY=VALUE"},
+      {std::vector<std::string>(kMaxIoThreads + 1, "io0"),
+       "--iothread given 65 times; kvmini runs at most 64 IOThreads"},
+  };
+  for (const Case& c : cases) {
+    ExpectOneLineUsageError(ValidateIoThreads(c.iothreads).status(), c.expected);
   }
 }
 
