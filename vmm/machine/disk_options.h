@@ -1,8 +1,8 @@
 // The disk and IOThread options of the kvmini command line: --iothread
-// ID or id=ID[,poll-max-ns=N], --blk KEY=VALUE,... and --scsi KEY=VALUE,..., parsed and checked into
-// DiskSpecs the machine builds its virtio disks from. Every mistake is an
-// InvalidArgument error of one line naming the flag, the value and what is
-// wrong (kvmini exits with status 2).
+// ID or id=ID[,poll-max-ns=N], --blk KEY=VALUE,... and --scsi
+// KEY=VALUE,..., parsed and checked into DiskSpecs the machine builds its
+// virtio disks from. Every mistake is an InvalidArgument error of one line
+// naming the flag, the value and what is wrong (kvmini exits with status 2).
 //
 // Syntax of a disk option (the same keys for --blk and --scsi):
 //   path=IMG[,id=ID][,iothread=ID][,readonly=on|off][,direct=on|off]
