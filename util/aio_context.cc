@@ -329,7 +329,11 @@ bool AioContext::WorthSpinning() {
 }
 
 AioContext::SpinResult AioContext::SpinForWork(int64_t until_ns) {
-  std::vector<std::shared_ptr<FdHandler>> ready;
+  // Taken out of the member while in use: a handler may poll this context
+  // again (AioWaitWhileUnlocked), and that nested spin then finds it empty
+  // instead of changing the list being walked here.
+  std::vector<std::shared_ptr<FdHandler>> ready = std::move(spin_ready_handlers_);
+  SpinResult result = SpinResult::kNothing;
   while (true) {
     {
       // Under the lock: a handler removed from another thread is out of
@@ -348,15 +352,21 @@ AioContext::SpinResult AioContext::SpinForWork(int64_t until_ns) {
           handler->on_readable();
         }
       }
-      return SpinResult::kRanPollHandler;
+      result = SpinResult::kRanPollHandler;
+      break;
     }
-    if (bottom_halves_pending_.load(std::memory_order_acquire)) return SpinResult::kOtherWork;
-    if (notify_requested_.exchange(false, std::memory_order_acquire)) {
-      return SpinResult::kOtherWork;
+    if (bottom_halves_pending_.load(std::memory_order_acquire) ||
+        notify_requested_.exchange(false, std::memory_order_acquire)) {
+      result = SpinResult::kOtherWork;
+      break;
     }
-    if (MonotonicNanoseconds() >= until_ns) return SpinResult::kNothing;
+    if (MonotonicNanoseconds() >= until_ns) break;
     CpuRelax();
   }
+  // Emptied so the kept list does not keep removed handlers alive.
+  ready.clear();
+  spin_ready_handlers_ = std::move(ready);
+  return result;
 }
 
 bool AioContext::Poll(bool blocking) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <thread>
+#include <vector>
 
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
@@ -313,6 +314,56 @@ TEST(AioPollTest, PollHandlerRemovedFromAnotherThreadIsNotCheckedAfterwards) {
   stop = true;
   context->Notify();
   home.join();
+}
+
+// A poll handler may poll its own context again (as AioWaitWhileUnlocked
+// does from the main loop); the nested spin must neither lose nor disturb
+// the handlers the outer spin has yet to run. Twice, so the second round
+// spins with the list the first one kept.
+TEST(AioPollTest, PollHandlerThatPollsItsContextAgainLeavesTheOuterSpinIntact) {
+  auto context = NewContext(200 * kMilli);
+  HomeThreadScope home(*context);
+  GrowWindow(*context, 100 * kMilli);
+  std::vector<EventNotifier> notifiers;  // never set: only the checks find work
+  for (int i = 0; i < 3; ++i) {
+    auto notifier = EventNotifier::Create();
+    ASSERT_TRUE(notifier.ok());
+    notifiers.push_back(std::move(*notifier));
+  }
+  // Handlers 0 and 1 are ready together; whichever runs first makes handler
+  // 2 ready and polls, so the nested spin always has work and never sleeps.
+  bool work[3] = {};
+  int runs[3] = {};
+  bool nested = false;
+  for (int i = 0; i < 3; ++i) {
+    auto on_work = [&, i] {
+      work[i] = false;
+      ++runs[i];
+      if (i < 2 && !nested) {
+        nested = true;
+        work[2] = true;
+        context->Poll(true);
+      }
+    };
+    ASSERT_TRUE(context
+                    ->SetFdHandler(notifiers[i].fd(), [] {}, nullptr,
+                                   {.has_work = [&, i] { return work[i]; }, .on_work = on_work})
+                    .ok());
+  }
+  for (int round = 1; round <= 2; ++round) {
+    work[0] = work[1] = true;
+    nested = false;
+    bool progress = false;
+    TimeOnePoll(*context, &progress);
+    EXPECT_TRUE(progress);
+    EXPECT_TRUE(nested);
+    // Handler 2 once, in the nested spin; the outer spin ran its own two,
+    // the second again after the nested spin ran it.
+    EXPECT_EQ(runs[2], round);
+    EXPECT_EQ(runs[0] + runs[1], 3 * round);
+    EXPECT_GE(std::min(runs[0], runs[1]), round);
+  }
+  for (const EventNotifier& notifier : notifiers) context->RemoveFdHandler(notifier.fd());
 }
 
 }  // namespace
