@@ -26,6 +26,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
@@ -128,8 +129,16 @@ class MmioTransport final : public BusDevice {
   // guest repeating one of them (say, writes to legacy registers) cannot
   // hide the others from the log.
   enum class GuestError { kRegisterAccess, kFeatures, kStatus, kQueueSetup, kNotify, kCount };
+  static constexpr size_t kGuestErrorKinds = static_cast<size_t>(GuestError::kCount);
   template <typename... Args>
   void LogGuestError(GuestError kind, const Args&... args);
+  // One limiter per kind, each allowing 10 messages per 10 seconds. Built
+  // in place (a RateLimiter cannot be copied or moved).
+  template <size_t... Kinds>
+  static std::array<util::RateLimiter, sizeof...(Kinds)> MakeGuestErrorLogLimiters(
+      std::index_sequence<Kinds...>) {
+    return {{(static_cast<void>(Kinds), util::RateLimiter(10, absl::Seconds(10)))...}};
+  }
 
   // Life cycle (mmio_transport_lifecycle.cc), main loop thread.
   void Submit(Operation operation);
@@ -161,12 +170,8 @@ class MmioTransport final : public BusDevice {
   // Outside the mutex: set by the threads that complete requests.
   std::atomic<uint32_t> interrupt_status_{0};
   std::atomic<bool> needs_reset_{false};
-  std::array<util::RateLimiter, static_cast<size_t>(GuestError::kCount)> guest_error_log_limiters_{
-      {{10, absl::Seconds(10)},
-       {10, absl::Seconds(10)},
-       {10, absl::Seconds(10)},
-       {10, absl::Seconds(10)},
-       {10, absl::Seconds(10)}}};
+  std::array<util::RateLimiter, kGuestErrorKinds> guest_error_log_limiters_ =
+      MakeGuestErrorLogLimiters(std::make_index_sequence<kGuestErrorKinds>());
 
   // Main loop thread only.
   Dataplane dataplane_;
