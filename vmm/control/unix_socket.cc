@@ -11,7 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "vmm/machine/startup_checks.h"
+#include "util/path.h"
 
 namespace kvmini::vmm {
 namespace {
@@ -49,7 +49,7 @@ absl::StatusOr<int> ConnectToUnixSocket(const std::string& path) {
 
 absl::Status CheckUnixSocketPathFree(const std::string& path) {
   if (absl::Status status = AddressFor(path).status(); !status.ok()) return status;
-  const std::string directory = ParentDirectory(path);
+  const std::string directory = util::ParentDirectory(path);
   struct stat info;
   if (stat(directory.c_str(), &info) < 0) {
     return absl::ErrnoToStatus(errno, SocketError(path, absl::StrCat("directory ", directory)));

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "util/path.h"
 #include "vmm/x86/bzimage.h"
 
 namespace kvmini::vmm {
@@ -64,7 +65,7 @@ bool SameFile(const struct stat& a, const std::string& path) {
 absl::Status CheckSerialFile(const LaunchOptions& options) {
   const hw::SerialSpec& serial = options.serial;
   if (serial.kind != hw::SerialSpec::Kind::kFile) return absl::OkStatus();
-  const std::string directory = ParentDirectory(serial.path);
+  const std::string directory = util::ParentDirectory(serial.path);
   struct stat info {};
   const char* problem = nullptr;
   if (stat(directory.c_str(), &info) != 0) {
@@ -97,12 +98,6 @@ absl::Status CheckSerialFile(const LaunchOptions& options) {
 }
 
 }  // namespace
-
-std::string ParentDirectory(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
 
 absl::Status CheckLaunchFiles(const LaunchOptions& options) {
   if (absl::Status status = CheckKernel(options); !status.ok()) return status;

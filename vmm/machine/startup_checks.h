@@ -9,8 +9,6 @@
 // more: PVH ELF details, whether the initrd fits) when it loads.
 #pragma once
 
-#include <string>
-
 #include "absl/status/status.h"
 #include "vmm/machine/launch_options.h"
 
@@ -18,8 +16,5 @@ namespace kvmini::vmm {
 
 // InvalidArgument, one line naming the flag, the file and the problem.
 absl::Status CheckLaunchFiles(const LaunchOptions& options);
-
-// The directory a file at `path` would be created in ("." for a bare name).
-std::string ParentDirectory(const std::string& path);
 
 }  // namespace kvmini::vmm
