@@ -68,8 +68,8 @@ absl::StatusOr<uint64_t> ParseMemorySize(absl::string_view text);
 // describes in its ACPI tables, --serial parses. Limits that depend on the
 // host (KVM's vCPU limit) or on the kernel image (command line length,
 // whether kernel and initrd fit) are checked when the machine is built and
-// the kernel loaded, with the same kind of error. Disks and IOThreads: see
-// ValidateDisks (disk_options.h).
+// the kernel loaded, with the same kind of error. IOThreads and disks: see
+// ValidateIoThreads and ValidateDisks (disk_options.h).
 absl::StatusOr<LaunchOptions> ValidateLaunchFlags(const LaunchFlags& flags);
 
 }  // namespace kvmini::vmm
