@@ -323,39 +323,42 @@ bool AioContext::WorthSpinning() {
   return true;
 }
 
-AioContext::SpinResult AioContext::SpinForWork(int64_t until_ns) {
+bool AioContext::RunReadyPollHandlers() {
   // Taken out of the member while in use: a handler may poll this context
-  // again (AioWaitWhileUnlocked), and that nested spin then finds it empty
+  // again (AioWaitWhileUnlocked), and that nested call then finds it empty
   // instead of changing the list being walked here.
-  std::vector<std::shared_ptr<FdHandler>> ready = std::move(spin_ready_handlers_);
-  SpinResult result = SpinResult::kNothing;
+  std::vector<std::shared_ptr<FdHandler>> ready = std::move(ready_poll_handlers_);
+  {
+    // Under the lock: a handler removed from another thread is out of
+    // poll_handlers_ once the removal returns, so its check is not called.
+    MutexLock lock(&handlers_mutex_);
+    for (const std::shared_ptr<FdHandler>& handler : poll_handlers_) {
+      if (handler->poll.has_work()) ready.push_back(handler);
+    }
+  }
+  bool ran = !ready.empty();
+  for (const std::shared_ptr<FdHandler>& handler : ready) {
+    if (handler->removed.load()) continue;
+    if (handler->poll.on_work) {
+      handler->poll.on_work();
+    } else {
+      handler->on_readable();
+    }
+  }
+  // Emptied so the kept list does not keep removed handlers alive.
+  ready.clear();
+  ready_poll_handlers_ = std::move(ready);
+  return ran;
+}
+
+AioContext::SpinResult AioContext::SpinForWork(int64_t until_ns) {
   while (true) {
-    {
-      // Under the lock: a handler removed from another thread is out of
-      // poll_handlers_ once the removal returns, so its check is not called.
-      MutexLock lock(&handlers_mutex_);
-      for (const std::shared_ptr<FdHandler>& handler : poll_handlers_) {
-        if (handler->poll.has_work()) ready.push_back(handler);
-      }
-    }
-    if (!ready.empty()) {
-      for (const std::shared_ptr<FdHandler>& handler : ready) {
-        if (handler->removed.load()) continue;
-        if (handler->poll.on_work) {
-          handler->poll.on_work();
-        } else {
-          handler->on_readable();
-        }
-      }
-      result = SpinResult::kRanPollHandler;
-      break;
-    }
+    if (RunReadyPollHandlers()) return SpinResult::kRanPollHandler;
     if (bottom_halves_pending_.load(std::memory_order_acquire) ||
         notify_requested_.exchange(false, std::memory_order_acquire)) {
-      result = SpinResult::kOtherWork;
-      break;
+      return SpinResult::kOtherWork;
     }
-    if (MonotonicNanoseconds() >= until_ns) break;
+    if (MonotonicNanoseconds() >= until_ns) return SpinResult::kNothing;
     // Yield rather than pause: what we wait for is often done by a thread
     // that wants this very CPU (an io-wq worker copying a tmpfs page, a
     // vCPU about to kick). On a busy 2-core host a pause loop kept it
@@ -364,10 +367,6 @@ AioContext::SpinResult AioContext::SpinForWork(int64_t until_ns) {
     // nothing else runnable the yield returns at once (about 0.5 us here).
     sched_yield();
   }
-  // Emptied so the kept list does not keep removed handlers alive.
-  ready.clear();
-  spin_ready_handlers_ = std::move(ready);
-  return result;
 }
 
 bool AioContext::Poll(bool blocking) {
@@ -418,6 +417,13 @@ bool AioContext::Poll(bool blocking) {
   if (count < 0) {
     KVMINI_CHECK(errno == EINTR, "epoll_pwait2 failed");
     count = 0;
+    // What interrupts the wait is mostly io_uring task work (rings set up
+    // with COOP_TASKRUN wake a sleeping thread that way), which ran on the
+    // way out and has posted its completions by now: the poll checks find
+    // them without a second epoll round (one epoll call per QD1 O_DIRECT
+    // read instead of two). With polling off (a cap of 0) the checks are
+    // never used.
+    if (max_ns > 0) progress |= RunReadyPollHandlers();
   }
   for (int i = 0; i < count; ++i) {
     if (events[i].data.u64 == kNotifierKey) {

@@ -196,6 +196,8 @@ class AioContext {
   // Nanoseconds until the next timer (0 if one is due), or -1 if none.
   int64_t NanosecondsUntilNextTimer();
   bool DispatchFdEvent(uint64_t key, uint32_t events);
+  // Runs the handlers whose poll check finds work; false if none did.
+  bool RunReadyPollHandlers();
   enum class SpinResult { kNothing, kRanPollHandler, kOtherWork };
   // Spins on the poll checks, bottom halves and Notify() until something
   // turns up or CLOCK_MONOTONIC reaches `until_ns`.
@@ -226,9 +228,10 @@ class AioContext {
       ABSL_GUARDED_BY(handlers_mutex_);
   // The handlers that have a poll check (a subset of handlers_).
   std::vector<std::shared_ptr<FdHandler>> poll_handlers_ ABSL_GUARDED_BY(handlers_mutex_);
-  // Home thread only (SpinForWork): the list of poll handlers found ready,
-  // kept between spins so a poll hit does not allocate. Empty between uses.
-  std::vector<std::shared_ptr<FdHandler>> spin_ready_handlers_;
+  // Home thread only (RunReadyPollHandlers): the list of poll handlers
+  // found ready, kept between uses so a poll hit does not allocate. Empty
+  // between uses.
+  std::vector<std::shared_ptr<FdHandler>> ready_poll_handlers_;
 
   Mutex timers_mutex_;
   TimerId next_timer_id_ ABSL_GUARDED_BY(timers_mutex_) = 1;

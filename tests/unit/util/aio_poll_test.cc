@@ -1,5 +1,8 @@
 // Adaptive polling in AioContext: the window policy on its own, then the
 // loop spinning on poll handlers, bottom halves, Notify() and timers.
+#include <pthread.h>
+#include <signal.h>
+
 #include <algorithm>
 #include <atomic>
 #include <thread>
@@ -364,6 +367,51 @@ TEST(AioPollTest, PollHandlerThatPollsItsContextAgainLeavesTheOuterSpinIntact) {
     EXPECT_GE(std::min(runs[0], runs[1]), round);
   }
   for (const EventNotifier& notifier : notifiers) context->RemoveFdHandler(notifier.fd());
+}
+
+// A wait that a signal interrupts (as io_uring task work wakes a loop whose
+// ring uses COOP_TASKRUN) looks at the poll checks before going back to
+// epoll: the completions the task work posted are handled in that same
+// Poll. The handler says spinning is never worthwhile, so only the look
+// after the interruption can find the work.
+TEST(AioPollTest, AnInterruptedWaitLooksAtThePollChecksAtOnce) {
+  struct sigaction quiet {};
+  quiet.sa_handler = [](int) {};
+  sigemptyset(&quiet.sa_mask);
+  struct sigaction previous {};
+  ASSERT_EQ(sigaction(SIGUSR2, &quiet, &previous), 0);  // no SA_RESTART
+
+  auto context = NewContext(200 * kMilli);
+  HomeThreadScope home(*context);
+  auto notifier = EventNotifier::Create();  // never set
+  ASSERT_TRUE(notifier.ok());
+  std::atomic<bool> work{false};
+  std::atomic<int> on_work_calls{0};
+  ASSERT_TRUE(context
+                  ->SetFdHandler(notifier->fd(), [] {}, nullptr,
+                                 {.has_work = [&] { return work.load(); },
+                                  .on_work =
+                                      [&] {
+                                        work = false;
+                                        ++on_work_calls;
+                                      },
+                                  .worth_spinning = [] { return false; }})
+                  .ok());
+  pthread_t home_thread = pthread_self();
+  std::thread interrupter([&] {
+    work = true;
+    // Again and again: a signal that lands outside epoll interrupts nothing.
+    for (int i = 0; i < 100 && on_work_calls.load() == 0; ++i) {
+      absl::SleepFor(absl::Milliseconds(10));
+      pthread_kill(home_thread, SIGUSR2);
+    }
+  });
+  absl::Time deadline = absl::Now() + absl::Seconds(1);
+  while (on_work_calls.load() == 0 && absl::Now() < deadline) TimeOnePoll(*context);
+  interrupter.join();
+  EXPECT_EQ(on_work_calls.load(), 1);
+  context->RemoveFdHandler(notifier->fd());
+  sigaction(SIGUSR2, &previous, nullptr);
 }
 
 }  // namespace
