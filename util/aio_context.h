@@ -3,8 +3,8 @@
 // It multiplexes fd handlers (epoll), bottom halves (callbacks scheduled from
 // any thread to run in this loop) and timers. epoll rather than io_uring
 // polling: it works under every kernel and seccomp profile we support, and
-// the block layer's io_uring completions reach the loop through an eventfd
-// registered here, so nothing is lost by keeping the loop itself simple.
+// the block layer's io_uring completions reach the loop through the ring's
+// own fd watched here, so nothing is lost by keeping the loop itself simple.
 //
 // Adaptive polling (in the spirit of QEMU's poll-max-ns): an fd handler may
 // also register a cheap "is there work?" check (no system call: a ring
@@ -16,7 +16,10 @@
 // event came soon after the window ran out (spinning a little longer would
 // have caught it), and shrinks when the thread slept longer than the
 // maximum (the loop is idle; spinning only burns CPU). It never spins past
-// the next timer.
+// the next timer, and it yields the CPU between looks, since what it waits
+// for is often done by a thread that wants this CPU. A sleep that a signal
+// interrupts (io_uring task work wakes the thread that way) is followed by
+// one look at the checks before the next epoll round.
 //
 // Threading: each context has one home thread that calls Poll(). Handlers,
 // bottom halves and timers may be added or removed from any thread; their
