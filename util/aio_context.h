@@ -16,10 +16,9 @@
 // event came soon after the window ran out (spinning a little longer would
 // have caught it), and shrinks when the thread slept longer than the
 // maximum (the loop is idle; spinning only burns CPU). It never spins past
-// the next timer, and it yields the CPU between looks, since what it waits
-// for is often done by a thread that wants this CPU. A sleep that a signal
-// interrupts (io_uring task work wakes the thread that way) is followed by
-// one look at the checks before the next epoll round.
+// the next timer. A sleep that a signal interrupts (io_uring task work
+// wakes the thread that way) is followed by one look at the checks before
+// the next epoll round.
 //
 // Threading: each context has one home thread that calls Poll(). Handlers,
 // bottom halves and timers may be added or removed from any thread; their
