@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -220,14 +221,27 @@ void RunSandboxedMain(const std::string& socket_path, const std::string& image_p
   std::exit(0);
 }
 
+// A threadsafe death test runs the test body again in a fresh child, which
+// ends inside EXPECT_EXIT without running destructors: a scratch directory
+// made there would be left behind. The child uses the parent's instead,
+// named through the environment it inherits.
+constexpr char kParentScratchVariable[] = "KVMINI_SECCOMP_MAIN_TEST_SCRATCH";
+
 TEST(SeccompMainTest, ControlSocketDiskMovesSignalsAndShutdownUnderTheMainFilter) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  block::testing::ScratchDir scratch(block::testing::MemoryDirectory());
-  const std::string image = scratch.File("main.img");
-  block::testing::MakeImage(image, 1 << 20, 5);
-  const std::string socket_path = scratch.File("control.sock");
-  EXPECT_EXIT(RunSandboxedMain(socket_path, image), ::testing::ExitedWithCode(0),
-              "main filter: all done");
+  std::optional<block::testing::ScratchDir> scratch;
+  std::string directory;
+  if (const char* inherited = std::getenv(kParentScratchVariable); inherited != nullptr) {
+    directory = inherited;
+  } else {
+    scratch.emplace(block::testing::MemoryDirectory());
+    directory = scratch->path();
+    block::testing::MakeImage(scratch->File("main.img"), 1 << 20, 5);
+    ASSERT_EQ(setenv(kParentScratchVariable, directory.c_str(), 1), 0);
+  }
+  EXPECT_EXIT(RunSandboxedMain(directory + "/control.sock", directory + "/main.img"),
+              ::testing::ExitedWithCode(0), "main filter: all done");
+  unsetenv(kParentScratchVariable);
 }
 
 }  // namespace
