@@ -1,11 +1,14 @@
 #include "block/io_uring_engine.h"
 
 #include <linux/falloc.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <span>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -39,22 +42,34 @@ constexpr unsigned kSubmitChunk = 4;
 constexpr unsigned kMostInFlightWorthSpinning = 4;
 }  // namespace
 
-IoUringEngine::IoUringEngine(util::AioContext& context) : context_(context) {
-  setup_status_ = SetUp();
+IoUringEngine::IoUringEngine(util::AioContext& context, TaskRun preferred)
+    : context_(context) {
+  setup_status_ = SetUp(preferred);
 }
 
-absl::Status IoUringEngine::SetUp() {
+absl::Status IoUringEngine::SetUp(TaskRun preferred) {
   // SUBMIT_ALL: one bad SQE must not hold back the rest of the batch.
-  // COOP_TASKRUN: a completion that must be posted from our thread (io-wq
-  // workers' on tmpfs, O_DIRECT's) waits for our next system call instead
-  // of interrupting a busy loop with an IPI, as fio's ring does; a sleeping
-  // loop is still woken. TASKRUN_FLAG says when such work waits, so the
-  // poll check and the reaping can enter the kernel for it. Each flag is
-  // dropped on kernels that refuse it (COOP_TASKRUN is 5.19, SUBMIT_ALL 5.18).
+  // DEFER_TASKRUN (with SINGLE_ISSUER, which it needs, and R_DISABLED, see
+  // the header): completions wait until the loop reaps them. Where it is
+  // refused, COOP_TASKRUN: a completion that must be posted from our thread
+  // (io-wq workers' on tmpfs, O_DIRECT's) waits for our next system call
+  // instead of interrupting a busy loop with an IPI; a sleeping loop is
+  // still woken. TASKRUN_FLAG says when such work waits, so the poll check
+  // and the reaping can enter the kernel for it. Flags are dropped on
+  // kernels that refuse them (DEFER_TASKRUN is 6.1, COOP_TASKRUN 5.19,
+  // SUBMIT_ALL 5.18).
+  constexpr unsigned kDeferred = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                                 IORING_SETUP_R_DISABLED | IORING_SETUP_TASKRUN_FLAG;
   constexpr unsigned kCooperative = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
+  const unsigned attempts[] = {IORING_SETUP_SUBMIT_ALL | kDeferred,
+                               IORING_SETUP_SUBMIT_ALL | kCooperative, IORING_SETUP_SUBMIT_ALL,
+                               0u};
   int result = -EINVAL;
   io_uring_params params{};
-  for (unsigned flags : {IORING_SETUP_SUBMIT_ALL | kCooperative, IORING_SETUP_SUBMIT_ALL, 0u}) {
+  for (unsigned flags :
+       std::span(attempts).subspan(preferred == TaskRun::kDeferred      ? 0
+                                   : preferred == TaskRun::kCooperative ? 1
+                                                                        : 2)) {
     params = io_uring_params{};
     params.cq_entries = 2 * kRingEntries;
     params.flags = flags | IORING_SETUP_CQSIZE;
@@ -64,28 +79,62 @@ absl::Status IoUringEngine::SetUp() {
   if (result < 0) {
     return absl::ErrnoToStatus(-result, "io_uring_setup");
   }
-  cooperative_task_run_ = (params.flags & IORING_SETUP_TASKRUN_FLAG) != 0;
+  task_run_flag_ = (params.flags & IORING_SETUP_TASKRUN_FLAG) != 0;
+  task_run_ = (params.flags & IORING_SETUP_DEFER_TASKRUN) != 0  ? TaskRun::kDeferred
+              : (params.flags & IORING_SETUP_COOP_TASKRUN) != 0 ? TaskRun::kCooperative
+                                                                : TaskRun::kInterrupting;
   ring_ready_ = true;
+  ring_enabled_ = (params.flags & IORING_SETUP_R_DISABLED) == 0;
   completion_capacity_ = params.cq_entries;
+
+  absl::StatusOr<util::EventNotifier> notifier = util::EventNotifier::Create();
+  if (!notifier.ok()) {
+    return absl::Status(notifier.status().code(),
+                        absl::StrCat("an eventfd for io_uring completions: ",
+                                     notifier.status().message()));
+  }
+  completion_notifier_ = std::move(*notifier);
+  result = io_uring_register_eventfd(&ring_, completion_notifier_->fd());
+  if (result < 0) {
+    return absl::ErrnoToStatus(-result, "registering an eventfd with the io_uring");
+  }
 
   submit_bh_ = context_.NewBottomHalf([this] { SubmitAndReap(); });
   // The poll check reads the completion queue's tail and the ring's flags
   // from the shared ring: no system call. Completions that are still task
   // work show as IORING_SQ_TASKRUN; reaping enters the kernel to post them.
+  // Edge-triggered: each signal wakes the loop once and the eventfd is
+  // never read (that read was one system call in four at QD1).
   absl::Status watched = context_.SetFdHandler(
-      ring_.ring_fd, [this] { SubmitAndReap(); }, nullptr,
-      {.has_work = [this] { return io_uring_cq_ready(&ring_) > 0 || TaskWorkPending(); },
-       .worth_spinning = [this] { return in_kernel_ <= kMostInFlightWorthSpinning; }});
+      completion_notifier_->fd(), [this] { SubmitAndReap(); }, nullptr,
+      {.has_work = [this] { return CompletionsWaiting(); },
+       .worth_spinning = [this] { return in_kernel_ <= kMostInFlightWorthSpinning; }},
+      util::AioContext::Trigger::kEdge);
   if (!watched.ok()) {
     return absl::Status(watched.code(),
                         absl::StrCat("watching the io_uring for completions: ", watched.message()));
   }
-  watching_ring_fd_ = true;
+  watching_notifier_ = true;
   return absl::OkStatus();
 }
 
+void IoUringEngine::EnableInHomeThread() {
+  KVMINI_CHECK(context_.InHomeThread(),
+               "the io_uring of event loop '" + context_.name() +
+                   "' used outside the thread that runs that loop");
+  // The system call itself: Debian 12's liburing (2.3) declares
+  // io_uring_enable_rings but its shared library does not export it.
+  long result = syscall(SYS_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS,
+                        nullptr, 0);
+  // Fails only if the ring is already enabled or the sandbox forbids it:
+  // both bugs, and a ring that cannot be enabled can do no I/O at all.
+  KVMINI_CHECK(result >= 0, absl::StrCat("enabling the io_uring of event loop '",
+                                         context_.name(), "': ", strerror(errno)));
+  ring_enabled_ = true;
+}
+
 IoUringEngine::~IoUringEngine() {
-  if (watching_ring_fd_) context_.RemoveFdHandler(ring_.ring_fd);
+  if (watching_notifier_) context_.RemoveFdHandler(completion_notifier_->fd());
   submit_bh_.reset();
   if (in_kernel_ > 0 || prepared_ > 0 || !waiting_.empty()) {
     // A backend was destroyed (or its context torn down) without Drain():
@@ -94,10 +143,12 @@ IoUringEngine::~IoUringEngine() {
                       << in_kernel_ + prepared_ + waiting_.size()
                       << " operations unfinished";
   }
+  // Closing the ring also drops the eventfd's registration.
   if (ring_ready_) io_uring_queue_exit(&ring_);
 }
 
 void IoUringEngine::Submit(IoOperation* operation) {
+  if (!ring_enabled_) EnableInHomeThread();
   if (waiting_.empty() && HasRoom() && Prepare(operation)) {
     ++prepared_;
   } else {
@@ -134,6 +185,20 @@ bool IoUringEngine::Prepare(IoOperation* operation) {
 }
 
 void IoUringEngine::SubmitAndReap() {
+  // Muted, the kernel does not signal the eventfd for completions this
+  // loop is about to reap anyway (or posts itself, running task work).
+  (void)io_uring_cq_eventfd_toggle(&ring_, false);
+  SubmitAndReapRounds();
+  (void)io_uring_cq_eventfd_toggle(&ring_, true);
+  // Whatever arrived while muted signalled nothing. The kernel sets
+  // IORING_SQ_TASKRUN (a locked instruction) before it reads the mute flag;
+  // the fence orders our unmute before our reading of the ring, so one of
+  // the two sides sees the other.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (CompletionsWaiting()) submit_bh_->Schedule();
+}
+
+void IoUringEngine::SubmitAndReapRounds() {
   submitting_and_reaping_ = true;
   int submitted = 0;
   for (unsigned round = 0; round < kMaxRounds; ++round) {
@@ -145,8 +210,8 @@ void IoUringEngine::SubmitAndReap() {
   // Left over: the submission queue was full, or the ring was still busy
   // after kMaxRounds, or the kernel refused the batch.
   if (in_kernel_ > 0) {
-    // Each completion makes the ring's fd readable, and its handler comes
-    // back here to submit the rest.
+    // Each completion signals the eventfd, and its handler comes back here
+    // to submit the rest.
     return;
   }
   if (submitted >= 0) {
@@ -191,7 +256,12 @@ bool IoUringEngine::ReapCompletions() {
   bool reaped = false;
   while (true) {
     // Runs the task work that posts completions (see SetUp).
-    if (TaskWorkPending()) (void)io_uring_get_events(&ring_);
+    if (TaskWorkPending()) {
+      int result = io_uring_get_events(&ring_);
+      // -EEXIST would be a thread other than the single issuer: a bug.
+      KVMINI_CHECK(result >= 0 || result == -EINTR || result == -EAGAIN || result == -EBUSY,
+                   absl::StrCat("io_uring_get_events failed: ", strerror(-result)));
+    }
     unsigned count = io_uring_peek_batch_cqe(&ring_, cqes.data(), kReapBatch);
     if (count == 0) break;
     reaped = true;
@@ -212,7 +282,7 @@ bool IoUringEngine::ReapCompletions() {
 }
 
 bool IoUringEngine::TaskWorkPending() const {
-  return cooperative_task_run_ &&
+  return task_run_flag_ &&
          (IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_TASKRUN) != 0;
 }
 

@@ -5,16 +5,25 @@
 // the requests a virtqueue kick made available) go out in a single
 // io_uring_submit from a bottom half at the end of that loop iteration.
 //
-// Completions wake the loop through the ring's own file descriptor, which
-// the loop's epoll watches: it is readable exactly while completions wait
-// in the ring. That costs nothing per completion, where an eventfd
-// registered with the ring needs a read() on every wake-up to re-arm it
-// (one system call in three on the QD1 path). Completion callbacks that
-// start more I/O (a benchmark keeping its queue full, a short transfer's
-// remainder) have it submitted in the same wake-up, in chunks, and the ring
-// is looked at again right after each submission, so completions that are
-// already there are reaped without another trip through epoll, as fio's
-// own loop does.
+// The ring completes requests as deferred task work (DEFER_TASKRUN, Linux
+// 6.1): completions wait in the kernel until the loop asks for them, so
+// neither the kernel's workers nor interrupts break into the loop thread
+// with each one, and one system call posts a whole batch, as fio's ring
+// does. SINGLE_ISSUER comes with it: only the context's home thread may
+// use the ring, so the ring is created disabled and enabled by the first
+// submission there (the engine may be made in another thread). Kernels
+// without it get cooperative task run (COOP_TASKRUN, 5.19) instead.
+//
+// Completions wake the loop through an eventfd registered with the ring.
+// The kernel signals it while the loop is not already busy with the ring:
+// it is muted while submissions and completions are handled (no wake-up
+// from the loop's own reaping), unmuted afterwards, and the ring is looked
+// at once more after unmuting so that nothing posted in between is missed.
+// Completion callbacks that start more I/O (a benchmark keeping its queue
+// full, a short transfer's remainder) have it submitted in the same
+// wake-up, in chunks, and the ring is looked at again right after each
+// submission, so completions that are already there are reaped without
+// another trip through epoll, as fio's own loop does.
 //
 // Before the loop sleeps it spins for a while (AioContext's adaptive
 // polling) on the completion queue's tail, so a busy backend's completions
@@ -29,10 +38,12 @@
 
 #include <deque>
 #include <memory>
+#include <optional>
 
 #include "absl/status/status.h"
 #include "block/io_engine.h"
 #include "util/aio_context.h"
+#include "util/event_notifier.h"
 
 namespace kvmini::block {
 
@@ -41,13 +52,20 @@ class IoUringEngine final : public util::AioContext::Extension, public IoEngine 
   // Submission queue size; the completion queue is twice as large.
   static constexpr unsigned kRingEntries = 256;
 
-  // Sets up the ring; check setup_status() before using it.
-  explicit IoUringEngine(util::AioContext& context);
+  // How completions that the kernel posts as task work reach the loop
+  // thread (see above); what a kernel refuses falls back down this list.
+  enum class TaskRun { kDeferred, kCooperative, kInterrupting };
+
+  // Sets up the ring; check setup_status() before using it. `preferred`
+  // is for tests of the fallbacks: kvmini always asks for kDeferred.
+  explicit IoUringEngine(util::AioContext& context, TaskRun preferred = TaskRun::kDeferred);
   ~IoUringEngine() override;
   IoUringEngine(const IoUringEngine&) = delete;
   IoUringEngine& operator=(const IoUringEngine&) = delete;
 
   const absl::Status& setup_status() const { return setup_status_; }
+  // What the kernel granted.
+  TaskRun task_run() const { return task_run_; }
 
   AioEngine kind() const override { return AioEngine::kIoUring; }
   void Submit(IoOperation* operation) override;
@@ -57,14 +75,17 @@ class IoUringEngine final : public util::AioContext::Extension, public IoEngine 
   uint64_t submit_calls() const { return submit_calls_; }
 
  private:
-  absl::Status SetUp();
+  absl::Status SetUp(TaskRun preferred);
+  // Makes the calling (home) thread the ring's only submitter; once.
+  void EnableInHomeThread();
   // Fills an SQE for `operation`; false if the submission queue is full.
   bool Prepare(IoOperation* operation);
   // Submits what is queued and reaps what has completed, alternately, until
   // neither is left (or a few rounds have gone by, so a busy ring cannot
-  // starve the loop's other handlers). From the bottom half, the ring's fd
-  // handler or the retry timer.
+  // starve the loop's other handlers), with the eventfd muted. From the
+  // bottom half, the eventfd's handler or the retry timer.
   void SubmitAndReap();
+  void SubmitAndReapRounds();
   // One io_uring_submit of everything prepared (and queued, room allowing).
   // Returns what io_uring_submit returned (0 if there was nothing to submit).
   int SubmitPrepared();
@@ -72,15 +93,20 @@ class IoUringEngine final : public util::AioContext::Extension, public IoEngine 
   bool ReapCompletions();
   bool HasRoom() const { return prepared_ + in_kernel_ < completion_capacity_; }
   // Completions wait as task work for our next system call (the ring was
-  // set up with COOP_TASKRUN and TASKRUN_FLAG).
+  // set up with DEFER_TASKRUN or COOP_TASKRUN, and TASKRUN_FLAG).
   bool TaskWorkPending() const;
+  bool CompletionsWaiting() { return io_uring_cq_ready(&ring_) > 0 || TaskWorkPending(); }
 
   util::AioContext& context_;
   absl::Status setup_status_;
   io_uring ring_{};
   bool ring_ready_ = false;
-  bool watching_ring_fd_ = false;
-  bool cooperative_task_run_ = false;
+  // Set up disabled (R_DISABLED), until EnableInHomeThread.
+  bool ring_enabled_ = false;
+  std::optional<util::EventNotifier> completion_notifier_;
+  bool watching_notifier_ = false;
+  bool task_run_flag_ = false;
+  TaskRun task_run_ = TaskRun::kInterrupting;
   unsigned completion_capacity_ = 0;
   // Everything below is touched only in the context's home thread.
   unsigned prepared_ = 0;   // SQEs filled, not yet taken by the kernel

@@ -131,7 +131,7 @@ AioContext* AioContext::Current() { return current_context; }
 void AioContext::SetCurrent(AioContext* context) { current_context = context; }
 
 absl::Status AioContext::SetFdHandler(int fd, Callback on_readable, Callback on_writable,
-                                      PollHandler poll) {
+                                      PollHandler poll, Trigger trigger) {
   if (!on_readable && !on_writable) {
     RemoveFdHandler(fd);
     return absl::OkStatus();
@@ -139,7 +139,8 @@ absl::Status AioContext::SetFdHandler(int fd, Callback on_readable, Callback on_
   auto handler = std::make_shared<FdHandler>();
   handler->fd = fd;
   epoll_event event{};
-  event.events = (on_readable ? EPOLLIN : 0u) | (on_writable ? EPOLLOUT : 0u);
+  event.events = (on_readable ? EPOLLIN : 0u) | (on_writable ? EPOLLOUT : 0u) |
+                 (trigger == Trigger::kEdge ? EPOLLET : 0u);
   handler->on_readable = std::move(on_readable);
   handler->on_writable = std::move(on_writable);
   handler->poll = std::move(poll);

@@ -134,6 +134,12 @@ class AioContext {
 
   const std::string& name() const { return name_; }
 
+  // When a callback runs: kLevel while the fd stays readable / writable
+  // (the callback must consume what made it so), kEdge once each time the
+  // fd's owner signals it (for an eventfd that need not be read: each
+  // write wakes the loop once, and no read() is spent clearing it).
+  enum class Trigger { kLevel, kEdge };
+
   // Sets (replacing any previous) the callbacks for `fd` becoming readable /
   // writable. Passing two empty callbacks removes the handler. Safe from
   // inside any callback, including the handler's own. `poll` (optional) is
@@ -141,7 +147,7 @@ class AioContext {
   // Once RemoveFdHandler (or a replacing SetFdHandler) returns, its check
   // is never called again; its on_work follows the rule of the callbacks.
   absl::Status SetFdHandler(int fd, Callback on_readable, Callback on_writable = nullptr,
-                            PollHandler poll = {});
+                            PollHandler poll = {}, Trigger trigger = Trigger::kLevel);
   void RemoveFdHandler(int fd);
 
   // Longest poll window in nanoseconds; 0 turns polling off. Any thread.

@@ -2,6 +2,7 @@
 
 #include <elf.h>
 #include <fcntl.h>
+#include <linux/io_uring.h>
 #include <linux/kvm.h>
 #include <linux/seccomp.h>
 #include <signal.h>
@@ -23,6 +24,8 @@ namespace {
 // The kernel reads an ioctl's request as 32 bits; whatever a caller leaves
 // in the upper half is ignored, so it is ignored here too.
 constexpr uint64_t kIoctlRequestMask = 0xffffffffu;
+// io_uring_register's opcode is an unsigned int, read as 32 bits likewise.
+constexpr uint64_t kIoRingRegisterOpcodeMask = 0xffffffffu;
 
 AllowedSyscall Any(long number) { return {number, {}}; }
 
@@ -88,10 +91,14 @@ void AddTerminalRestore(std::vector<AllowedSyscall>& list) {
 
 // An AioContext's loop and what runs in it: fd handlers (eventfds),
 // bottom halves, the io_uring engine, a BlockBackend's inline
-// RWF_NOWAIT fast path.
+// RWF_NOWAIT fast path. The engine's ring is set up before the filters,
+// disabled, and enabled by the loop thread's first submission (it is that
+// thread's alone); no other io_uring_register operation is allowed.
 void AddEventLoop(std::vector<AllowedSyscall>& list) {
   AddAll(list, {SYS_epoll_pwait2, SYS_epoll_ctl, SYS_read, SYS_io_uring_enter, SYS_preadv2,
                 SYS_pwritev2});
+  list.push_back(
+      {SYS_io_uring_register, {{1, kIoRingRegisterOpcodeMask, IORING_REGISTER_ENABLE_RINGS}}});
 }
 
 // The sanitizers' run-times make calls of their own in every thread. Found

@@ -114,6 +114,29 @@ TEST(AioContextTest, FdHandlerRunsWhenReadable) {
   EXPECT_EQ(calls, 1);
 }
 
+// Level-triggered, an eventfd nobody reads would make every Poll run the
+// handler again; edge-triggered, each Set() runs it once.
+TEST(AioContextTest, EdgeTriggeredHandlerRunsOncePerSignalWithoutReading) {
+  auto context = NewContext();
+  auto notifier = EventNotifier::Create();
+  ASSERT_TRUE(notifier.ok());
+  int calls = 0;
+  ASSERT_TRUE(context
+                  ->SetFdHandler(
+                      notifier->fd(), [&] { ++calls; }, nullptr, {},
+                      AioContext::Trigger::kEdge)
+                  .ok());
+  notifier->Set();
+  EXPECT_TRUE(context->Poll(true));
+  EXPECT_EQ(calls, 1);
+  EXPECT_FALSE(context->Poll(false)) << "still readable, but nothing new";
+  EXPECT_EQ(calls, 1);
+  notifier->Set();
+  EXPECT_TRUE(context->Poll(true));
+  EXPECT_EQ(calls, 2);
+  context->RemoveFdHandler(notifier->fd());
+}
+
 TEST(AioContextTest, HandlerRemovingItselfFromItsOwnCallback) {
   auto context = NewContext();
   auto notifier = EventNotifier::Create();

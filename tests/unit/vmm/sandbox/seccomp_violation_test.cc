@@ -5,6 +5,7 @@
 // (an ioctl request a vCPU has no business with, executable memory, a
 // signal to another process). Death tests: the filter lives and dies with
 // the child process.
+#include <linux/io_uring.h>
 #include <linux/kvm.h>
 #include <signal.h>
 #include <pthread.h>
@@ -112,6 +113,13 @@ void RunTrue() {
 
 void SetUpARing() { (void)syscall(SYS_io_uring_setup, 4, nullptr); }
 
+// The loop threads may enable their ring (IORING_REGISTER_ENABLE_RINGS) and
+// nothing else io_uring_register does: registering buffers (here, on no
+// ring at all) must not get past the filter to fail with EBADF.
+void RegisterBuffersWithARing() {
+  (void)syscall(SYS_io_uring_register, -1, IORING_REGISTER_BUFFERS, nullptr, 0);
+}
+
 void AcceptOnAnyFd() { (void)accept4(STDIN_FILENO, nullptr, nullptr, 0); }
 
 void KvmRunOutsideAVcpu() { (void)ioctl(STDERR_FILENO, KVM_RUN, 0); }
@@ -128,6 +136,8 @@ INSTANTIATE_TEST_SUITE_P(
                       SignalInit},
         ForbiddenCase{"IoThreadSetsUpANewRing", ThreadKind::kIoThread, "io_uring_setup",
                       SetUpARing},
+        ForbiddenCase{"IoThreadRegistersBuffersWithARing", ThreadKind::kIoThread,
+                      "io_uring_register", RegisterBuffersWithARing},
         ForbiddenCase{"IoThreadAcceptsAConnection", ThreadKind::kIoThread, "accept4",
                       AcceptOnAnyFd},
         ForbiddenCase{"IoThreadRunsAVcpu", ThreadKind::kIoThread, "ioctl", KvmRunOutsideAVcpu},
