@@ -28,12 +28,16 @@ constexpr unsigned kMaxRounds = 8;
 // while the rest of the callbacks run, not all after the last one: a disk
 // then gets new work while it still has some, instead of a whole queue's
 // worth at once after going idle. A request waiting in a chunk is one the
-// disk does not have: randwrite QD32 with O_DIRECT on this host's virtio
-// disk, medians of 7 alternating runs against fio, twice: one submit per
-// wake-up 0.68, chunks of 8 0.98/1.00, of 4 0.99/1.03, of 1 1.04/1.08.
-// Four keeps most of that and still batches (/dev/shm randread QD32: 0.79
-// of fio with 8, 0.88 with 4 or 1, all sides io-wq bound).
-constexpr unsigned kSubmitChunk = 4;
+// disk does not have. With COOP_TASKRUN (medians of 7 alternating runs
+// against fio, randwrite QD32 O_DIRECT on this host's virtio disk): one
+// submit per wake-up 0.68, chunks of 8 0.98, of 4 0.99, of 1 1.04. With
+// DEFER_TASKRUN, chunks of 1 against 4: /dev/shm randread QD32 807k
+// against 737k IOPS (9 runs, ranges apart), randwrite equal; on the disk
+// fio and chunks of 1 both reach the host's faster mode (175-200k) in half
+// their runs, chunks of 4 never did (15 runs). fio submits each request at
+// once too. Requests a loop iteration starts (a virtqueue's batch) still
+// go out together, from the bottom half.
+constexpr unsigned kSubmitChunk = 1;
 // Spinning for completions pays while few requests are in flight: each
 // wake-up then costs a request's latency. With more, completions batch up
 // while the loop sleeps, and a spinning loop takes a CPU from the kernel's

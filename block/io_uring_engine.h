@@ -21,7 +21,7 @@
 // at once more after unmuting so that nothing posted in between is missed.
 // Completion callbacks that start more I/O (a benchmark keeping its queue
 // full, a short transfer's remainder) have it submitted in the same
-// wake-up, in chunks, and the ring is looked at again right after each
+// wake-up, each at once, and the ring is looked at again right after each
 // submission, so completions that are already there are reaped without
 // another trip through epoll, as fio's own loop does.
 //
