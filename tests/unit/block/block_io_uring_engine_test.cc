@@ -153,17 +153,20 @@ TEST_P(IoUringTaskRunTest, EveryReadCompletesOnceWithTheImagesBytes) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | (param.direct ? O_DIRECT : 0));
   ASSERT_GE(fd, 0) << path << ": " << strerror(errno);
 
-  IoUringEngine engine(main(), param.task_run);
-  ASSERT_TRUE(engine.setup_status().ok()) << engine.setup_status();
-  EXPECT_EQ(engine.task_run(), param.task_run) << "this kernel refused it";
-
-  // More than the submission queue holds, so some wait for room.
+  // More than the submission queue holds, so some wait for room. Made
+  // before the engine so that, should the test fail with reads still in
+  // the ring, the buffers outlive it.
   constexpr size_t kReads = IoUringEngine::kRingEntries + 64;
   std::unique_ptr<uint8_t, decltype(&std::free)> buffers(
       static_cast<uint8_t*>(std::aligned_alloc(kBlock, kReads * kBlock)), &std::free);
   std::vector<RecordedRead> reads(kReads);
-  std::mt19937 random(param.direct ? 3 : 4);
   std::vector<uint64_t> offsets(kReads);
+
+  IoUringEngine engine(main(), param.task_run);
+  ASSERT_TRUE(engine.setup_status().ok()) << engine.setup_status();
+  EXPECT_EQ(engine.task_run(), param.task_run) << "this kernel refused it";
+
+  std::mt19937 random(param.direct ? 3 : 4);
   for (size_t i = 0; i < kReads; ++i) {
     offsets[i] = random() % (kImageBytes / kBlock) * kBlock;
     reads[i].kind = IoOperation::Kind::kReadv;
