@@ -422,11 +422,11 @@ bool AioContext::Poll(bool blocking) {
     KVMINI_CHECK(errno == EINTR, "epoll_pwait2 failed");
     count = 0;
     // What interrupts the wait is mostly io_uring task work (rings set up
-    // with COOP_TASKRUN wake a sleeping thread that way), which ran on the
-    // way out and has posted its completions by now: the poll checks find
-    // them without a second epoll round (one epoll call per QD1 O_DIRECT
-    // read instead of two). With polling off (a cap of 0) the checks are
-    // never used.
+    // with COOP_TASKRUN, on kernels without DEFER_TASKRUN, wake a sleeping
+    // thread that way), which ran on the way out and has posted its
+    // completions by now: the poll checks find them without a second epoll
+    // round (one epoll call per QD1 O_DIRECT read instead of two). With
+    // polling off (a cap of 0) the checks are never used.
     if (max_ns > 0) progress |= RunReadyPollHandlers();
   }
   for (int i = 0; i < count; ++i) {

@@ -3,8 +3,11 @@
 // It multiplexes fd handlers (epoll), bottom halves (callbacks scheduled from
 // any thread to run in this loop) and timers. epoll rather than io_uring
 // polling: it works under every kernel and seccomp profile we support, and
-// the block layer's io_uring completions reach the loop through the ring's
-// own fd watched here, so nothing is lost by keeping the loop itself simple.
+// the block layer's io_uring completions reach the loop through an eventfd
+// registered with the ring and watched here (edge-triggered, see Trigger),
+// so little is lost by keeping the loop itself simple. (Sleeping in
+// io_uring_enter would save the deferred task run one system call per
+// wake-up; bench/block/README.md.)
 //
 // Adaptive polling (in the spirit of QEMU's poll-max-ns): an fd handler may
 // also register a cheap "is there work?" check (no system call: a ring
@@ -17,8 +20,8 @@
 // have caught it), and shrinks when the thread slept longer than the
 // maximum (the loop is idle; spinning only burns CPU). It never spins past
 // the next timer. A sleep that a signal interrupts (io_uring task work
-// wakes the thread that way) is followed by one look at the checks before
-// the next epoll round.
+// wakes the thread that way on kernels without DEFER_TASKRUN) is followed
+// by one look at the checks before the next epoll round.
 //
 // Threading: each context has one home thread that calls Poll(). Handlers,
 // bottom halves and timers may be added or removed from any thread; their
