@@ -45,6 +45,10 @@ coproc CTL { "$ctl" --socket "$socket" --batch 2>&1; }
 # by hotstop_stats.py for the latency figures.
 ctl() {
 	local sent=$EPOCHREALTIME
+	# bash unsets CTL once the coprocess has exited (kvmini gone, its socket
+	# closed): say so, with kvmini's stderr, instead of dying on "unbound
+	# variable" under set -u with no diagnostics.
+	[[ -n ${CTL[1]:-} ]] || fail "kvmini-ctl has exited (has kvmini?); could not send: $*"
 	echo "$*" >&"${CTL[1]}"
 	IFS= read -r -t 120 answer <&"${CTL[0]}" || fail "no answer from kvmini-ctl to: $*"
 	echo "$sent $EPOCHREALTIME $* -> $answer" >>"$work/ops.log"
@@ -135,7 +139,8 @@ for pair in vda:blk0 sda:scsi0; do
 done
 
 ctl quit
-eval "exec ${CTL[1]}>&-"
+# kvmini-ctl may already have exited with kvmini (see ctl).
+[[ -n ${CTL[1]:-} ]] && eval "exec ${CTL[1]}>&-"
 wait_kvmini 0
 [ -e "$socket" ] && fail "the control socket is still there after quit"
 grep -q 'quit on the control socket' "$work/stderr" || fail "kvmini did not report the quit"
