@@ -47,9 +47,15 @@ ctl() {
 	local sent=$EPOCHREALTIME
 	# bash unsets CTL once the coprocess has exited (kvmini gone, its socket
 	# closed): say so, with kvmini's stderr, instead of dying on "unbound
-	# variable" under set -u with no diagnostics.
+	# variable" under set -u with no diagnostics. Exited but not yet
+	# reaped, it still has CTL, and writing to it would kill this script
+	# with SIGPIPE (ignored just for the write: no child inherits that).
 	[[ -n ${CTL[1]:-} ]] || fail "kvmini-ctl has exited (has kvmini?); could not send: $*"
-	echo "$*" >&"${CTL[1]}"
+	trap '' PIPE
+	echo "$*" 2>/dev/null >&"${CTL[1]}"
+	local written=$?
+	trap - PIPE
+	((written == 0)) || fail "kvmini-ctl has exited (has kvmini?); could not send: $*"
 	IFS= read -r -t 120 answer <&"${CTL[0]}" || fail "no answer from kvmini-ctl to: $*"
 	echo "$sent $EPOCHREALTIME $* -> $answer" >>"$work/ops.log"
 	[[ $answer == *'"error"'* ]] && fail "kvmini-ctl $*: $answer"
