@@ -83,7 +83,6 @@ absl::Status IoUringEngine::SetUp(TaskRun preferred) {
   if (result < 0) {
     return absl::ErrnoToStatus(-result, "io_uring_setup");
   }
-  task_run_flag_ = (params.flags & IORING_SETUP_TASKRUN_FLAG) != 0;
   task_run_ = (params.flags & IORING_SETUP_DEFER_TASKRUN) != 0  ? TaskRun::kDeferred
               : (params.flags & IORING_SETUP_COOP_TASKRUN) != 0 ? TaskRun::kCooperative
                                                                 : TaskRun::kInterrupting;
@@ -191,6 +190,9 @@ bool IoUringEngine::Prepare(IoOperation* operation) {
 void IoUringEngine::SubmitAndReap() {
   // Muted, the kernel does not signal the eventfd for completions this
   // loop is about to reap anyway (or posts itself, running task work).
+  // The toggle fails only on kernels before 5.8, which have no flag to
+  // mute with: there the loop just wakes up once more per batch, harmless
+  // with the re-check below.
   (void)io_uring_cq_eventfd_toggle(&ring_, false);
   SubmitAndReapRounds();
   (void)io_uring_cq_eventfd_toggle(&ring_, true);
@@ -286,7 +288,7 @@ bool IoUringEngine::ReapCompletions() {
 }
 
 bool IoUringEngine::TaskWorkPending() const {
-  return task_run_flag_ &&
+  return task_run_ != TaskRun::kInterrupting &&
          (IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_TASKRUN) != 0;
 }
 

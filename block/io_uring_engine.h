@@ -93,7 +93,7 @@ class IoUringEngine final : public util::AioContext::Extension, public IoEngine 
   bool ReapCompletions();
   bool HasRoom() const { return prepared_ + in_kernel_ < completion_capacity_; }
   // Completions wait as task work for our next system call (the ring was
-  // set up with DEFER_TASKRUN or COOP_TASKRUN, and TASKRUN_FLAG).
+  // set up with DEFER_TASKRUN or COOP_TASKRUN; both come with TASKRUN_FLAG).
   bool TaskWorkPending() const;
   bool CompletionsWaiting() { return io_uring_cq_ready(&ring_) > 0 || TaskWorkPending(); }
 
@@ -105,7 +105,6 @@ class IoUringEngine final : public util::AioContext::Extension, public IoEngine 
   bool ring_enabled_ = false;
   std::optional<util::EventNotifier> completion_notifier_;
   bool watching_notifier_ = false;
-  bool task_run_flag_ = false;
   TaskRun task_run_ = TaskRun::kInterrupting;
   unsigned completion_capacity_ = 0;
   // Everything below is touched only in the context's home thread.

@@ -365,10 +365,12 @@ AioContext::SpinResult AioContext::SpinForWork(int64_t until_ns) {
       return SpinResult::kOtherWork;
     }
     if (MonotonicNanoseconds() >= until_ns) return SpinResult::kNothing;
-    // pause, not sched_yield: yielding served a busy host better (QD1
-    // /dev/shm reads with one CPU hog: 8.3 us against 12.2 us), but with it
-    // the rig's nested guests triple-faulted in the disk tests (QEMU TCG's
-    // nested SVM; bench/block/README.md), so it waits for a real-KVM check.
+    // pause, not sched_yield, though yielding served a busy host better
+    // (QD1 /dev/shm reads with one CPU hog: 8.3 us against 12.2 us). It was
+    // taken back when the rig's nested guests triple-faulted in the disk
+    // tests, and they have done so with pause as well since (QEMU TCG's
+    // nested SVM; docs/TESTING.md), so the yield was likely not the cause:
+    // bringing it back waits for a check on real KVM.
     CpuRelax();
   }
 }
