@@ -2,12 +2,14 @@
 # dataplane churn and pauses through kvmini-ctl while the guest runs
 # guest/hotstop.sh, then the counters, then quit.
 #
-# All commands go through ONE kvmini-ctl --batch coprocess, and the loop
-# starts no other process per operation: inside the rig, starting processes
-# in the outer machine at a high rate while the nested guest runs was seen
-# to crash the nested guest (triple fault) or the outer machine itself, with
-# nothing but query-status being sent (a TCG nested-SVM problem, not a
-# kvmini one).
+# While the guest runs, this script starts no process at all: commands go
+# through ONE kvmini-ctl --batch coprocess, the images are hashed by one
+# python coprocess, and the console is read and the waits are slept with
+# bash builtins. Inside the rig, starting processes in the outer machine at
+# a high rate while the nested guest runs was seen to crash the nested guest
+# (triple fault) or the outer machine itself, with nothing but query-status
+# being sent (a TCG nested-SVM problem, not a kvmini one); the waits used to
+# run grep and sleep twice a second, and the pauses md5sum.
 #
 # The guest repeats its fio rounds until this script has done its share of
 # operations and writes a stop marker into vda's image (at 60 MiB, where
@@ -26,17 +28,40 @@ socket=$work/control.sock
 start_kvmini "" --iothread io0 --iothread io1 --iothread io2 \
 	--blk "path=$vda,iothread=io0" --scsi "path=$sda,iothread=io1" --control "$socket"
 
-guest_done() { grep -qs 'kvmini-test: all checks done' "$work/console"; }
+# A sleep that starts no process: a read that times out on a pipe that
+# this shell holds both ends of (the process substitution's `:` exits at once).
+exec {idle_fd}<> <(:)
+nap() { read -r -t "$1" -u "$idle_fd" _; true; }
+# Whether the console shows TEXT, read by the shell itself.
+console_has() { # TEXT
+	local console=
+	[ -r "$work/console" ] && IFS= read -r -d '' console <"$work/console"
+	[[ $console == *"$1"* ]]
+}
+guest_done() { console_has 'kvmini-test: all checks done'; }
+# MD5s of the two images, one line in $hashes, from one long-lived process
+# behind two FIFOs (bash keeps track of one coprocess only: kvmini-ctl's).
+mkfifo "$work/hasher-in" "$work/hasher-out"
+python3 -u -c '
+import hashlib, sys
+for line in sys.stdin:
+    print(" ".join(hashlib.md5(open(path, "rb").read()).hexdigest() for path in line.split()))' \
+	<"$work/hasher-in" >"$work/hasher-out" &
+exec {hasher_in}>"$work/hasher-in" {hasher_out}<"$work/hasher-out"
+image_hashes() {
+	echo "$vda $sda" >&"$hasher_in"
+	IFS= read -r -t 60 hashes <&"$hasher_out" || fail "no answer from the image hasher"
+}
 json_field() { # JSON PYTHON_EXPRESSION_ON_r (r = the "return" object)
 	python3 -c 'import json, sys; r = json.loads(sys.argv[1])["return"]; print(eval(sys.argv[2]))' "$1" "$2"
 }
 
-for _ in $(seq 600); do
-	grep -qs 'kvmini-test: fio started' "$work/console" && break
+for ((tries = 0; tries < 600; tries++)); do
+	console_has 'kvmini-test: fio started' && break
 	kill -0 "$kvmini_pid" 2>/dev/null || fail "kvmini ended before the guest started fio"
-	sleep 0.5
+	nap 0.5
 done
-grep -qs 'kvmini-test: fio started' "$work/console" || fail "the guest did not start fio within 300 s"
+console_has 'kvmini-test: fio started' || fail "the guest did not start fio within 300 s"
 
 coproc CTL { "$ctl" --socket "$socket" --batch 2>&1; }
 # Sends one command; its answer (one JSON line) is left in $answer and
@@ -72,14 +97,14 @@ ops=0
 pauses=0
 churn_start=$EPOCHREALTIME
 while kill -0 "$kvmini_pid" 2>/dev/null; do
-	# Looking at the console costs a process: not at every operation.
+	# Reading the whole console takes a while: not at every operation.
 	((ops % 20 == 0)) && guest_done && break
 	if ((ops >= min_ops && pauses >= min_pauses)) && [ -z "${stop_sent:-}" ]; then
 		printf KVMINI-STOP-FIO | dd of="$vda" bs=1 seek=$((60 << 20)) conv=notrunc status=none
 		stop_sent=1
 	fi
 	if [ "${KVMINI_HOTSTOP_CHURN:-1}" = 0 ]; then
-		sleep 1
+		nap 1
 		ops=$((ops + 1))
 		pauses=$min_pauses
 		continue
@@ -96,10 +121,11 @@ while kill -0 "$kvmini_pid" 2>/dev/null; do
 		ctl stop
 		ctl query-status
 		[[ $answer == *'"status":"paused"'* ]] || fail "query-status after stop: $answer"
-		before=$(md5sum <"$vda"; md5sum <"$sda")
-		sleep 1
-		after=$(md5sum <"$vda"; md5sum <"$sda")
-		[ "$before" = "$after" ] || fail "an image changed while the VM was paused (pause $((pauses + 1)))"
+		image_hashes
+		before=$hashes
+		nap 1
+		image_hashes
+		[ "$before" = "$hashes" ] || fail "an image changed while the VM was paused (pause $((pauses + 1)))"
 		ctl cont
 		pauses=$((pauses + 1))
 	fi
@@ -111,10 +137,10 @@ echo "host: $ops dataplane operations and $pauses stop/cont pairs in $churn_seco
 # measured while guest I/O was running (min/p50/p99/max).
 python3 "$here/hotstop_stats.py" "$work/ops.log"
 
-for _ in $(seq 600); do
+for ((tries = 0; tries < 600; tries++)); do
 	guest_done && break
 	kill -0 "$kvmini_pid" 2>/dev/null || break
-	sleep 0.5
+	nap 0.5
 done
 guest_done || fail "the guest's fio did not finish"
 grep -q 'kvmini-test: FAIL' "$work/console" && wait_kvmini 0
