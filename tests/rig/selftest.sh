@@ -255,14 +255,16 @@ EOF
     ;;
 
   guest-tests)
-    # run-guest-tests over a build tree of five guest-labelled tests: the
+    # run-guest-tests over a build tree of six guest-labelled tests: the
     # second resets the outer machine the first time it runs; the fourth
     # stops ctest itself the first time (as a half-frozen outer machine
     # would), so only the watchdog can end it; the third always fails; the
-    # fifth fails only the first time. Expected: two rig failures, the
-    # second and fourth tests repeated in fresh outer machines, the first
-    # never repeated, the third and fifth run once more at the end: the
-    # third failed, the fifth passed and listed as FLAKY.
+    # fifth fails only the first time, the sixth the first two times.
+    # Expected: two rig failures, the second and fourth tests repeated in
+    # fresh outer machines, the first never repeated; at the end the third,
+    # fifth and sixth run again, the third and sixth once more after that
+    # (two reruns by default): the third failed, the fifth and sixth passed
+    # and listed as FLAKY.
     mkdir -p "$work/tree"
     cat > "$work/tree/CTestTestfile.cmake" <<EOF
 add_test(first "/bin/sh" "-c" "echo run >> '$work/first.runs'")
@@ -270,20 +272,22 @@ add_test(second "/bin/sh" "-c" "echo run >> '$work/second.runs'; if [ ! -e '$wor
 add_test(third "/bin/sh" "-c" "echo run >> '$work/third.runs'; exit 1")
 add_test(fourth "/bin/sh" "-c" "echo run >> '$work/fourth.runs'; if [ ! -e '$work/stop-done' ]; then touch '$work/stop-done'; sync; kill -STOP \$PPID; sleep 120; fi")
 add_test(fifth "/bin/sh" "-c" "echo run >> '$work/fifth.runs'; [ -e '$work/fifth-failed' ] || { touch '$work/fifth-failed'; exit 1; }")
-set_tests_properties(first second third fourth fifth PROPERTIES LABELS guest TIMEOUT 5)
+add_test(sixth "/bin/sh" "-c" "echo run >> '$work/sixth.runs'; [ \$(wc -l < '$work/sixth.runs') -ge 3 ]")
+set_tests_properties(first second third fourth fifth sixth PROPERTIES LABELS guest TIMEOUT 5)
 EOF
     KVMINI_GUEST_TESTS_WATCHDOG_MARGIN=10 "$(dirname "$RIG")/run-guest-tests" "$work/tree" > "$work/out" 2>&1
     status=$?
     cat "$work/out"
     expect_status 1 "$status" "run-guest-tests with one failing test"
-    expect_in "$work/out" "80% tests passed, 1 tests failed out of 5" "summary line"
+    expect_in "$work/out" "83% tests passed, 1 tests failed out of 6" "summary line"
     expect_in "$work/out" "rig failures (2): during second in outer machine 1; during fourth in outer machine 2" \
       "rig failure list"
     expect_in "$work/out" "watchdog: ctest inside has not ended fourth" "watchdog message"
-    expect_in "$work/out" "FAILED: third: Failed, and again: Failed" "the failing test named"
-    expect_in "$work/out" "FLAKY (1; failed once, passed in a fresh outer machine" "flaky list"
-    expect_in "$work/out" "investigate): fifth" "the flaky test named"
-    for name in first:1 second:2 third:2 fourth:2 fifth:2; do
+    expect_in "$work/out" "FAILED: third: Failed, and again: Failed, and again: Failed" \
+      "the failing test named"
+    expect_in "$work/out" "FLAKY (2; failed, then passed in a fresh outer machine" "flaky list"
+    expect_in "$work/out" "investigate): fifth sixth" "the flaky tests named"
+    for name in first:1 second:2 third:3 fourth:2 fifth:2 sixth:3; do
       runs=$(wc -l < "$work/${name%:*}.runs")
       [ "$runs" -eq "${name#*:}" ] || fail "test ${name%:*} ran $runs times, expected ${name#*:}"
     done
