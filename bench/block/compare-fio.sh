@@ -9,10 +9,14 @@
 #   - QD1 mean latency on /dev/shm below 3 us with the fast path on.
 #
 # Each pair runs KVMINI_BENCH_REPEAT times (default 2), fio first every
-# other time. Two tables are printed: each side's best run (most IOPS: on
-# a shared machine the figure least distorted by other load) and each
-# side's medians (what a typical run gets); the targets are checked on both. A reference row
-# gives fio's plain synchronous reads (psync) at QD1 on /dev/shm, the floor
+# other time. Three tables are printed: each side's best run (most IOPS: on
+# a shared machine the figure least distorted by other load), each side's
+# medians (what a typical run gets), and the paired view: the ratio and
+# latency difference of each run's back-to-back pair, median over the runs
+# (the host's disk switches between a slow and a fast mode for seconds at a
+# time, and other load comes and goes: a pair mostly sees the same
+# conditions, two medians need not). The targets are checked on all three.
+# A reference row gives fio's plain synchronous reads (psync) at QD1 on /dev/shm, the floor
 # an inline read cannot beat on this machine at this moment.
 #
 # Usage: bench/block/compare-fio.sh [BUILD_DIR]   (default build/normal)
@@ -113,6 +117,9 @@ def keep_best(table, name, figures):
     if name not in table or figures["iops"] > table[name]["iops"]:
         table[name] = figures
 
+def run_number(path):
+    return int(os.path.basename(path)[:-5].rsplit("-", 1)[1])
+
 def with_poll(case, poll):
     return case if len(polls) == 1 else f"{case} poll:{poll}"
 
@@ -123,20 +130,36 @@ for path in glob.glob(os.path.join(work, "ours-*.json")):
             sys.exit(f"block_bench {run['name']}: {run.get('error_message')}")
         case = with_poll(run["name"].split("/iterations")[0], poll)
         keep_best(ours, case, {"iops": run["iops"], "lat_us": run["lat_mean_us"],
-                               "cpu_us": run["cpu_us_per_io"]})
+                               "cpu_us": run["cpu_us_per_io"], "run": run_number(path)})
 for path in glob.glob(os.path.join(work, "fio-*.json")):
     name = os.path.basename(path)[4:-5].rsplit("-", 1)[0]
     job = json.load(open(path))["jobs"][0]
     side = job["write"] if job["write"]["io_bytes"] > 0 else job["read"]
-    keep_best(fio, name, {"iops": side["iops"], "lat_us": side["lat_ns"]["mean"] / 1000})
+    keep_best(fio, name, {"iops": side["iops"], "lat_us": side["lat_ns"]["mean"] / 1000,
+                          "run": run_number(path)})
 json.dump({"ours": ours, "fio": fio, "runs": runs}, open(keep, "w"), indent=1)
 
 def median_of(side, name):
     entries = runs[side][name]
-    return {key: statistics.median(entry[key] for entry in entries) for key in entries[0]}
+    return {key: statistics.median(entry[key] for entry in entries)
+            for key in entries[0] if key != "run"}
 
-def table(title, ours_of, fio_of):
-    """Prints one table (best runs or medians) and returns the targets it misses."""
+def unpaired(ours_of, fio_of):
+    def compare(case, fio_name):
+        o, f = ours_of(case), fio_of(fio_name)
+        return o, f, o["iops"] / f["iops"], o["lat_us"] - f["lat_us"]
+    return compare
+
+def paired(case, fio_name):
+    """Medians of each side, and the medians of the runs' own ratios and differences."""
+    fio_by_run = {entry["run"]: entry for entry in runs["fio"][fio_name]}
+    pairs = [(entry, fio_by_run[entry["run"]]) for entry in runs["ours"][case]]
+    ratio = statistics.median(o["iops"] / f["iops"] for o, f in pairs)
+    diff = statistics.median(o["lat_us"] - f["lat_us"] for o, f in pairs)
+    return median_of("ours", case), median_of("fio", fio_name), ratio, diff
+
+def table(title, compare, fio_of):
+    """Prints one table and returns the targets it misses."""
     print(title)
     print(f"{'case':43} {'ours IOPS':>10} {'ours lat':>9} {'fio IOPS':>10} {'fio lat':>9} "
           f"{'IOPS ratio':>10} {'lat diff':>9} {'our CPU/IO':>10}")
@@ -146,9 +169,7 @@ def table(title, ours_of, fio_of):
                 ("shm/nowait:off", "shm"), ("shm/nowait:on", "shm"), ("disk/direct", "disk")]
                 for p in polls]:
             case = with_poll(f"{workload}/{variant}", poll)
-            o, f = ours_of(case), fio_of(f"{workload}_{fio_name}")
-            ratio = o["iops"] / f["iops"]
-            diff = o["lat_us"] - f["lat_us"]
+            o, f, ratio, diff = compare(case, f"{workload}_{fio_name}")
             print(f"{case:43} {o['iops']:10.0f} {o['lat_us']:8.2f}u {f['iops']:10.0f} "
                   f"{f['lat_us']:8.2f}u {ratio:10.3f} {diff:+8.2f}u {o['cpu_us']:9.2f}u")
             if "nowait:on" in case:
@@ -166,13 +187,18 @@ def table(title, ours_of, fio_of):
     return failures
 
 # The best run of each side is the one least disturbed by other load; the
-# median says what a typical run gets. On a shared machine they can differ
-# a lot: read both.
-for title, ours_of, fio_of in [
-        ("best run of each side (most IOPS):", ours.__getitem__, fio.__getitem__),
+# median says what a typical run gets; the pairs say how the two compare
+# under the same conditions. On a shared machine they can differ a lot:
+# read all three.
+median_fio = lambda name: median_of("fio", name)
+for title, compare, fio_of in [
+        ("best run of each side (most IOPS):", unpaired(ours.__getitem__, fio.__getitem__),
+         fio.__getitem__),
         ("median of each side's runs (each column separately):",
-         lambda name: median_of("ours", name), lambda name: median_of("fio", name))]:
-    failures = table(title, ours_of, fio_of)
+         unpaired(lambda name: median_of("ours", name), median_fio), median_fio),
+        ("paired: each side's medians; ratio and lat diff are the medians of each run's "
+         "own (ours next to the fio run beside it):", paired, median_fio)]:
+    failures = table(title, compare, fio_of)
     if failures:
         print("targets missed:")
         for failure in failures:
