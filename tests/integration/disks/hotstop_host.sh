@@ -32,11 +32,13 @@ start_kvmini "" --iothread io0 --iothread io1 --iothread io2 \
 # this shell holds both ends of (the process substitution's `:` exits at once).
 exec {idle_fd}<> <(:)
 nap() { read -r -t "$1" -u "$idle_fd" _; true; }
-# Whether the console shows TEXT, read by the shell itself.
+# Whether a line of the console shows TEXT, read by the shell itself
+# (mapfile, not read -d '': a NUL byte from the serial port would end a
+# read there, and only cuts its own line short here).
 console_has() { # TEXT
-	local console=
-	[ -r "$work/console" ] && IFS= read -r -d '' console <"$work/console"
-	[[ $console == *"$1"* ]]
+	local lines=()
+	[ -r "$work/console" ] && mapfile -t lines <"$work/console"
+	[[ "${lines[*]}" == *"$1"* ]]
 }
 guest_done() { console_has 'kvmini-test: all checks done'; }
 # MD5s of the two images, one line in $hashes, from one long-lived process
