@@ -175,23 +175,18 @@ bool IoUringEngine::Prepare(IoOperation* operation) {
   const bool single_buffer =
       operation->iov_count == 1 &&
       operation->iov[0].iov_len <= std::numeric_limits<unsigned>::max();
+  const bool write = operation->kind == IoOperation::Kind::kWritev;
   switch (operation->kind) {
     case IoOperation::Kind::kReadv:
-      if (single_buffer) {
-        io_uring_prep_read(sqe, operation->fd, operation->iov[0].iov_base,
-                           static_cast<unsigned>(operation->iov[0].iov_len), operation->offset);
-      } else {
-        io_uring_prep_readv(sqe, operation->fd, operation->iov,
-                            static_cast<unsigned>(operation->iov_count), operation->offset);
-      }
-      break;
     case IoOperation::Kind::kWritev:
       if (single_buffer) {
-        io_uring_prep_write(sqe, operation->fd, operation->iov[0].iov_base,
-                            static_cast<unsigned>(operation->iov[0].iov_len), operation->offset);
+        io_uring_prep_rw(write ? IORING_OP_WRITE : IORING_OP_READ, sqe, operation->fd,
+                         operation->iov[0].iov_base,
+                         static_cast<unsigned>(operation->iov[0].iov_len), operation->offset);
       } else {
-        io_uring_prep_writev(sqe, operation->fd, operation->iov,
-                             static_cast<unsigned>(operation->iov_count), operation->offset);
+        io_uring_prep_rw(write ? IORING_OP_WRITEV : IORING_OP_READV, sqe, operation->fd,
+                         operation->iov, static_cast<unsigned>(operation->iov_count),
+                         operation->offset);
       }
       break;
     case IoOperation::Kind::kDataSync:

@@ -4,12 +4,12 @@
 #
 # While the guest runs, this script starts no process at all: commands go
 # through ONE kvmini-ctl --batch coprocess, the images are hashed by one
-# python coprocess, and the console is read and the waits are slept with
-# bash builtins. Inside the rig, starting processes in the outer machine at
-# a high rate while the nested guest runs was seen to crash the nested guest
-# (triple fault) or the outer machine itself, with nothing but query-status
-# being sent (a TCG nested-SVM problem, not a kvmini one); the waits used to
-# run grep and sleep twice a second, and the pauses md5sum.
+# long-lived python process, and the console is read and the waits are
+# slept with bash builtins. Inside the rig, starting processes in the
+# outer machine at a high rate while the nested guest runs was seen to crash
+# the nested guest (triple fault) or the outer machine itself, with nothing
+# but query-status being sent (a TCG nested-SVM problem, not a kvmini one);
+# the waits used to run grep and sleep twice a second, and the pauses md5sum.
 #
 # The guest repeats its fio rounds until this script has done its share of
 # operations and writes a stop marker into vda's image (at 60 MiB, where
