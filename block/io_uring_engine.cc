@@ -1,6 +1,7 @@
 #include "block/io_uring_engine.h"
 
 #include <linux/falloc.h>
+#include <poll.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -45,6 +46,8 @@ constexpr unsigned kSubmitChunk = 1;
 // io-wq workers doing the requests (on 2 cores, /dev/shm QD32 lost 15-20%
 // and QD8 128 KiB reads 10% with the spin; QD1 doubled its IOPS).
 constexpr unsigned kMostInFlightWorthSpinning = 4;
+// user_data of the epoll watch's poll request; operations are pointers.
+constexpr uint64_t kEpollWatchTag = 1;
 }  // namespace
 
 IoUringEngine::IoUringEngine(util::AioContext& context, TaskRun preferred)
@@ -119,6 +122,12 @@ absl::Status IoUringEngine::SetUp(TaskRun preferred) {
                         absl::StrCat("watching the io_uring for completions: ", watched.message()));
   }
   watching_notifier_ = true;
+  // The timeout of a sleep needs EXT_ARG (5.11; liburing would otherwise
+  // queue a timeout request of its own). Only DEFER_TASKRUN rings: the
+  // wait runs their task work in the same system call.
+  if (task_run_ == TaskRun::kDeferred && (params.features & IORING_FEAT_EXT_ARG) != 0) {
+    sleeper_installed_ = context_.InstallSleeper(this);
+  }
   return absl::OkStatus();
 }
 
@@ -138,6 +147,7 @@ void IoUringEngine::EnableInHomeThread() {
 }
 
 IoUringEngine::~IoUringEngine() {
+  if (sleeper_installed_) context_.RemoveSleeper(this);
   if (watching_notifier_) context_.RemoveFdHandler(completion_notifier_->fd());
   submit_bh_.reset();
   if (in_kernel_ > 0 || prepared_ > 0 || !waiting_.empty()) {
@@ -260,8 +270,14 @@ int IoUringEngine::SubmitPrepared() {
     ++submit_calls_;
   } while (result == -EINTR);
   if (result >= 0) {
-    prepared_ -= static_cast<unsigned>(result);
-    in_kernel_ += static_cast<unsigned>(result);
+    unsigned operations = static_cast<unsigned>(result);
+    // The kernel takes submissions in order, and the watch went in first.
+    if (epoll_watch_unsubmitted_ && operations > 0) {
+      epoll_watch_unsubmitted_ = false;
+      --operations;
+    }
+    prepared_ -= operations;
+    in_kernel_ += operations;
   } else {
     // Anything else means a broken ring (a bug), not a failed request:
     // per-request errors arrive in the completions.
@@ -286,20 +302,79 @@ bool IoUringEngine::ReapCompletions() {
     unsigned count = io_uring_peek_batch_cqe(&ring_, cqes.data(), kReapBatch);
     if (count == 0) break;
     reaped = true;
+    unsigned operations = 0;
     for (unsigned i = 0; i < count; ++i) {
-      finished[i] = {static_cast<IoOperation*>(io_uring_cqe_get_data(cqes[i])), cqes[i]->res};
+      if (io_uring_cqe_get_data64(cqes[i]) == kEpollWatchTag) {
+        // The loop collects the epoll events itself; the next sleep re-arms.
+        epoll_watch_armed_ = false;
+        continue;
+      }
+      finished[operations++] = {static_cast<IoOperation*>(io_uring_cqe_get_data(cqes[i])),
+                                cqes[i]->res};
     }
     // Released before the callbacks run: they may submit more, or poll the
     // loop (and so come back here) themselves.
     io_uring_cq_advance(&ring_, count);
-    in_kernel_ -= count;
+    in_kernel_ -= operations;
     bool refused = false;
-    for (unsigned i = 0; i < count; ++i) {
+    for (unsigned i = 0; i < operations; ++i) {
       finished[i].first->Finished(finished[i].second);
       if (prepared_ >= kSubmitChunk && !refused) refused = SubmitPrepared() < 0;
     }
   }
   return reaped;
+}
+
+util::AioContext::Sleeper::Woken IoUringEngine::Sleep(int epoll_fd, const timespec* timeout) {
+  // Not before the home thread's first submission enabled the ring; and
+  // what waits to be submitted is the submission bottom half's to send.
+  if (!ring_enabled_ || prepared_ > 0 || !waiting_.empty()) return Woken::kNotSlept;
+  if (!epoll_watch_armed_) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    if (sqe == nullptr) return Woken::kNotSlept;
+    io_uring_prep_poll_add(sqe, epoll_fd, POLLIN);
+    io_uring_sqe_set_data64(sqe, kEpollWatchTag);
+    epoll_watch_armed_ = true;
+    epoll_watch_unsubmitted_ = true;
+  }
+  (void)io_uring_cq_eventfd_toggle(&ring_, false);
+  int result;
+  if (timeout == nullptr) {
+    // Submits the watch if it is new and waits, in one system call.
+    result = io_uring_submit_and_wait(&ring_, 1);
+    if (result > 0) epoll_watch_unsubmitted_ = false;
+  } else {
+    result = 0;
+    if (epoll_watch_unsubmitted_) {
+      result = io_uring_submit(&ring_);
+      if (result > 0) epoll_watch_unsubmitted_ = false;
+    }
+    if (result >= 0) {
+      __kernel_timespec kernel_timeout{.tv_sec = timeout->tv_sec, .tv_nsec = timeout->tv_nsec};
+      io_uring_cqe* cqe = nullptr;
+      result = io_uring_wait_cqe_timeout(&ring_, &cqe, &kernel_timeout);
+    }
+  }
+  // As in SubmitAndReap: unmuted before the caller looks at the ring.
+  (void)io_uring_cq_eventfd_toggle(&ring_, true);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // The watch could not be submitted (the kernel is short of resources):
+  // it stays queued for the next submission; epoll waits this time.
+  if (epoll_watch_unsubmitted_) return Woken::kNotSlept;
+  ++sleeps_;
+  // -ETIME, -EINTR: woken all the same. Anything else would be a broken
+  // ring, which the next submission reports.
+  (void)result;
+  return EpollWatchFired() ? Woken::kEpollReady : Woken::kOwnWork;
+}
+
+bool IoUringEngine::EpollWatchFired() {
+  unsigned head;
+  io_uring_cqe* cqe;
+  io_uring_for_each_cqe(&ring_, head, cqe) {
+    if (io_uring_cqe_get_data64(cqe) == kEpollWatchTag) return true;
+  }
+  return false;
 }
 
 bool IoUringEngine::TaskWorkPending() const {

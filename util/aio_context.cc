@@ -412,14 +412,31 @@ bool AioContext::Poll(bool blocking) {
     }
   }
 
+  // A sleeper sleeps only for a real wait: with a zero timeout (bottom
+  // halves pending) epoll's non-blocking look is all there is to do.
+  Sleeper* sleeper = may_sleep && (timeout_pointer == nullptr || timeout.tv_sec > 0 ||
+                                   timeout.tv_nsec > 0)
+                         ? sleeper_.load(std::memory_order_acquire)
+                         : nullptr;
+  Sleeper::Woken woken = sleeper != nullptr ? sleeper->Sleep(epoll_fd_, timeout_pointer)
+                                            : Sleeper::Woken::kNotSlept;
   std::array<epoll_event, 64> events;
-  int count = epoll_pwait2(epoll_fd_, events.data(), events.size(), timeout_pointer, nullptr);
+  int count = 0;
+  if (woken == Sleeper::Woken::kNotSlept) {
+    count = epoll_pwait2(epoll_fd_, events.data(), events.size(), timeout_pointer, nullptr);
+  } else if (woken == Sleeper::Woken::kEpollReady) {
+    timespec now{0, 0};
+    count = epoll_pwait2(epoll_fd_, events.data(), events.size(), &now, nullptr);
+  }
   poller_may_block_.store(false, std::memory_order_relaxed);
   if (may_sleep) {
     int64_t slept = max_ns > 0 ? MonotonicNanoseconds() - idle_since : 0;
     poll_window_ns_.store(PollWindowPolicy::Next(window, slept, max_ns),
                           std::memory_order_relaxed);
   }
+  // What woke the sleeper is found by its poll check (with polling off as
+  // well: it is how the sleeper's own work is handled).
+  if (woken != Sleeper::Woken::kNotSlept) progress |= RunReadyPollHandlers();
   if (count < 0) {
     KVMINI_CHECK(errno == EINTR, "epoll_pwait2 failed");
     count = 0;

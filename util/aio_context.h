@@ -5,9 +5,11 @@
 // polling: it works under every kernel and seccomp profile we support, and
 // the block layer's io_uring completions reach the loop through an eventfd
 // registered with the ring and watched here (edge-triggered, see Trigger),
-// so little is lost by keeping the loop itself simple. (Sleeping in
-// io_uring_enter would save the deferred task run one system call per
-// wake-up; bench/block/README.md.)
+// so little is lost by keeping the loop itself simple. A Sleeper (the
+// io_uring engine, once a backend uses it) may take over the sleep itself:
+// the loop then sleeps in io_uring_enter, watching the epoll fd from the
+// ring, and a completion wakes it directly instead of through the eventfd
+// and epoll.
 //
 // Adaptive polling (in the spirit of QEMU's poll-max-ns): an fd handler may
 // also register a cheap "is there work?" check (no system call: a ring
@@ -119,6 +121,34 @@ class AioContext {
     virtual ~Extension() = default;
   };
 
+  // Something the home thread can sleep in instead of epoll, whose own
+  // events then wake it directly: block/'s io_uring (its completions
+  // would otherwise signal an eventfd that wakes epoll, and the loop would
+  // enter the ring again to fetch them).
+  class Sleeper {
+   public:
+    enum class Woken {
+      kNotSlept,    // could not sleep now: the loop sleeps in epoll instead
+      kOwnWork,     // its own events (or the timeout, or a signal)
+      kEpollReady,  // the epoll fd became readable (perhaps its own too)
+    };
+    virtual ~Sleeper() = default;
+    // In the home thread: sleeps until `epoll_fd` is readable, one of its
+    // own events arrives or `timeout` (null: none) has passed. Its own
+    // events are handled afterwards through its fd handler's poll check.
+    virtual Woken Sleep(int epoll_fd, const timespec* timeout) = 0;
+  };
+  // Makes `sleeper` the context's sleeper unless it has one; any thread.
+  // Whoever installed one removes it before destroying it, while the home
+  // thread is not polling.
+  bool InstallSleeper(Sleeper* sleeper) {
+    Sleeper* none = nullptr;
+    return sleeper_.compare_exchange_strong(none, sleeper, std::memory_order_acq_rel);
+  }
+  void RemoveSleeper(Sleeper* sleeper) {
+    sleeper_.compare_exchange_strong(sleeper, nullptr, std::memory_order_acq_rel);
+  }
+
   static absl::StatusOr<std::unique_ptr<AioContext>> Create(std::string name);
   // Creates the process's main context and makes it current in the calling
   // thread, which becomes the main loop thread. Only one may exist at a time.
@@ -228,6 +258,7 @@ class AioContext {
   std::atomic<bool> bottom_halves_pending_{false};
   std::atomic<int64_t> poll_max_ns_{kDefaultPollMaxNs};
   std::atomic<int64_t> poll_window_ns_{0};  // written by the home thread only
+  std::atomic<Sleeper*> sleeper_{nullptr};
 
   Mutex bottom_halves_mutex_;
   std::deque<QueuedBottomHalf> bottom_halves_ ABSL_GUARDED_BY(bottom_halves_mutex_);

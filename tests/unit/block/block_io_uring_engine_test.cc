@@ -3,8 +3,10 @@
 // in one loop iteration goes to the kernel in one io_uring_submit; a
 // backend moved with SetAioContext uses the new context's ring (made by
 // the main thread, enabled by the IOThread's first submission); the fast
-// path keeps shallow writes and cached reads off the ring. And every way
-// completions can reach the loop delivers each of them once.
+// path keeps shallow writes and cached reads off the ring; a loop with
+// nothing to do sleeps in its ring and still wakes for bottom halves and
+// timers. And every way completions can reach the loop delivers each of
+// them once.
 #include <fcntl.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -154,6 +156,77 @@ TEST_F(IoUringEngineTest, AMovedBackendUsesItsNewContextsRing) {
   backend->SetAioContext(main());
   EXPECT_EQ(testing::ReadNow(*backend, main(), 0, buffer.data(), buffer.size()), 0);
   EXPECT_EQ(main_ring.submit_calls() - main_before, 1u);
+  backend.reset();
+  (*thread)->Stop();
+}
+
+// With polling off, a loop waiting for a read sleeps in the ring, and the
+// read's completion wakes it there (no eventfd, no epoll).
+TEST_F(IoUringEngineTest, ALoopWaitingForIoSleepsInTheRing) {
+  auto backend = Open("sleep.img");
+  ASSERT_NE(backend, nullptr);
+  IoUringEngine& ring = RingOf(main());
+  main().SetPollMaxNs(0);
+  std::vector<uint8_t> buffer(4096);
+  const uint64_t before = ring.sleeps();
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(testing::ReadNow(*backend, main(), 4096 * static_cast<uint64_t>(i), buffer.data(),
+                               buffer.size()),
+              0);
+  }
+  EXPECT_GT(ring.sleeps(), before) << "the loop never slept in the ring";
+  main().SetPollMaxNs(util::AioContext::kDefaultPollMaxNs);
+}
+
+// A loop asleep in its ring still wakes for what epoll would have woken
+// it for (bottom halves from other threads, through the context's
+// notifier) and for its timers (the sleep's timeout).
+TEST_F(IoUringEngineTest, ALoopAsleepInItsRingWakesForBottomHalvesAndTimers) {
+  auto backend = Open("iothread.img");
+  ASSERT_NE(backend, nullptr);
+  auto thread = util::IOThread::Create("blk-sleep-test");
+  ASSERT_TRUE(thread.ok());
+  util::AioContext& io_context = (*thread)->context();
+  io_context.SetPollMaxNs(0);
+  IoUringEngine& io_ring = RingOf(io_context);
+  backend->SetAioContext(io_context);
+  // The first submission in the IOThread enables its ring.
+  std::vector<uint8_t> buffer(4096);
+  std::atomic<int> done{0};
+  util::AioWaitBhOneshot(io_context, [&] {
+    backend->Read(0, {iovec{buffer.data(), 4096}}, [&](int status) {
+      done.store(status == 0 ? 1 : -1);
+      util::AioWaitKick();
+    });
+  });
+  util::AioWaitWhileUnlocked([&] { return done.load() == 0; });
+  ASSERT_EQ(done.load(), 1);
+
+  uint64_t sleeps_before = 0;
+  util::AioWaitBhOneshot(io_context, [&] { sleeps_before = io_ring.sleeps(); });
+  int ran = 0;
+  for (int i = 0; i < 200; ++i) {
+    // Returns only once the IOThread woke up and ran it.
+    util::AioWaitBhOneshot(io_context, [&] { ++ran; });
+  }
+  EXPECT_EQ(ran, 200);
+
+  std::atomic<bool> fired{false};
+  util::AioWaitBhOneshot(io_context, [&] {
+    io_context.AddTimer(absl::Now() + absl::Milliseconds(20), [&] {
+      fired.store(true);
+      util::AioWaitKick();
+    });
+  });
+  util::AioWaitWhileUnlocked([&] { return !fired.load(); });
+  EXPECT_TRUE(fired.load());
+
+  uint64_t sleeps_after = 0;
+  util::AioWaitBhOneshot(io_context, [&] { sleeps_after = io_ring.sleeps(); });
+  // Between the bottom halves the IOThread has nothing to do but sleep.
+  EXPECT_GE(sleeps_after - sleeps_before, 100u) << "the IOThread did not sleep in its ring";
+
+  backend->SetAioContext(main());
   backend.reset();
   (*thread)->Stop();
 }
