@@ -16,6 +16,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "block/block_backend.h"
@@ -57,6 +58,21 @@ class IoUringEngineTest : public testing::MainLoopTest {
     absl::StatusOr<IoEngine*> engine = EngineForContext(context, AioEngine::kIoUring);
     EXPECT_TRUE(engine.ok());
     return *static_cast<IoUringEngine*>(*engine);
+  }
+
+  // Reads the image's first bytes into `buffer` from `context`'s own
+  // thread (an IOThread's), the main thread waiting; returns the status.
+  static int ReadInThread(BlockBackend& backend, util::AioContext& context,
+                          std::vector<uint8_t>& buffer) {
+    std::atomic<int> status{1};  // 1: not completed yet
+    util::AioWaitBhOneshot(context, [&] {
+      backend.Read(0, {iovec{buffer.data(), buffer.size()}}, [&](int result) {
+        status.store(result);
+        util::AioWaitKick();
+      });
+    });
+    util::AioWaitWhileUnlocked([&] { return status.load() == 1; });
+    return status.load();
   }
 
   std::unique_ptr<testing::ScratchDir> scratch_;
@@ -139,15 +155,7 @@ TEST_F(IoUringEngineTest, AMovedBackendUsesItsNewContextsRing) {
   uint64_t io_before = 0;
   util::AioWaitBhOneshot(io_context, [&] { io_before = io_ring.submit_calls(); });
   std::vector<uint8_t> buffer(4096);
-  std::atomic<int> done{0};
-  util::AioWaitBhOneshot(io_context, [&] {
-    backend->Read(0, {iovec{buffer.data(), 4096}}, [&](int status) {
-      done.store(status == 0 ? 1 : -1);
-      util::AioWaitKick();
-    });
-  });
-  util::AioWaitWhileUnlocked([&] { return done.load() == 0; });
-  EXPECT_EQ(done.load(), 1);
+  EXPECT_EQ(ReadInThread(*backend, io_context, buffer), 0);
   uint64_t io_after = 0;
   util::AioWaitBhOneshot(io_context, [&] { io_after = io_ring.submit_calls(); });
   EXPECT_EQ(io_after - io_before, 1u);
@@ -158,24 +166,6 @@ TEST_F(IoUringEngineTest, AMovedBackendUsesItsNewContextsRing) {
   EXPECT_EQ(main_ring.submit_calls() - main_before, 1u);
   backend.reset();
   (*thread)->Stop();
-}
-
-// With polling off, a loop waiting for a read sleeps in the ring, and the
-// read's completion wakes it there (no eventfd, no epoll).
-TEST_F(IoUringEngineTest, ALoopWaitingForIoSleepsInTheRing) {
-  auto backend = Open("sleep.img");
-  ASSERT_NE(backend, nullptr);
-  IoUringEngine& ring = RingOf(main());
-  main().SetPollMaxNs(0);
-  std::vector<uint8_t> buffer(4096);
-  const uint64_t before = ring.sleeps();
-  for (int i = 0; i < 20; ++i) {
-    EXPECT_EQ(testing::ReadNow(*backend, main(), 4096 * static_cast<uint64_t>(i), buffer.data(),
-                               buffer.size()),
-              0);
-  }
-  EXPECT_GT(ring.sleeps(), before) << "the loop never slept in the ring";
-  main().SetPollMaxNs(util::AioContext::kDefaultPollMaxNs);
 }
 
 // A loop asleep in its ring still wakes for what epoll would have woken
@@ -192,15 +182,7 @@ TEST_F(IoUringEngineTest, ALoopAsleepInItsRingWakesForBottomHalvesAndTimers) {
   backend->SetAioContext(io_context);
   // The first submission in the IOThread enables its ring.
   std::vector<uint8_t> buffer(4096);
-  std::atomic<int> done{0};
-  util::AioWaitBhOneshot(io_context, [&] {
-    backend->Read(0, {iovec{buffer.data(), 4096}}, [&](int status) {
-      done.store(status == 0 ? 1 : -1);
-      util::AioWaitKick();
-    });
-  });
-  util::AioWaitWhileUnlocked([&] { return done.load() == 0; });
-  ASSERT_EQ(done.load(), 1);
+  ASSERT_EQ(ReadInThread(*backend, io_context, buffer), 0);
 
   uint64_t sleeps_before = 0;
   util::AioWaitBhOneshot(io_context, [&] { sleeps_before = io_ring.sleeps(); });
@@ -242,6 +224,37 @@ class RecordedRead final : public IoOperation {
   int64_t result = 0;
   int calls = 0;
 };
+
+// With polling off, a loop waiting for a read sleeps in the ring, and the
+// read's completion wakes it there (no eventfd, no epoll). The read is
+// from a pipe that another thread writes to only after a while, so the
+// loop cannot find the completion before it sleeps.
+TEST_F(IoUringEngineTest, ALoopWaitingForIoSleepsInTheRingAndItsCompletionWakesIt) {
+  IoUringEngine& ring = RingOf(main());
+  main().SetPollMaxNs(0);
+  int pipe_fds[2];
+  ASSERT_EQ(pipe2(pipe_fds, O_CLOEXEC), 0);
+  std::vector<uint8_t> data(16);
+  RecordedRead read;
+  read.fd = pipe_fds[0];
+  read.buffer = {data.data(), data.size()};
+  read.iov = &read.buffer;
+  read.iov_count = 1;
+  const uint64_t before = ring.sleeps();
+  ring.Submit(&read);
+  std::thread writer([fd = pipe_fds[1]] {
+    absl::SleepFor(absl::Milliseconds(20));
+    EXPECT_EQ(write(fd, "k", 1), 1);
+  });
+  EXPECT_TRUE(testing::PollUntil(main(), [&] { return read.calls > 0; }));
+  writer.join();
+  EXPECT_EQ(read.calls, 1);
+  EXPECT_EQ(read.result, 1);
+  EXPECT_GT(ring.sleeps(), before) << "the loop never slept in the ring";
+  main().SetPollMaxNs(util::AioContext::kDefaultPollMaxNs);
+  close(pipe_fds[0]);
+  close(pipe_fds[1]);
+}
 
 struct TaskRunCase {
   const char* name;
